@@ -1,0 +1,46 @@
+"""Helpers shared by the CLI modules: printing tables and JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout (for scripts)."""
+    from hwnas.io import _json_default
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                right: Sequence[str] = ()) -> None:
+    """A rich table; ``right`` names the right-aligned (numeric) columns."""
+    table = Table(title=title, show_lines=False, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", no_wrap=col in right,
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
+def arch_argument(func):
+    """The ``ARCH`` argument (YAML path, compact string or zoo name) with --width/--resolution."""
+    func = click.option("--resolution", type=int, default=None,
+                        help="Input resolution (pixels) instead of the architecture's.")(func)
+    func = click.option("--width", type=float, default=None,
+                        help="Width multiplier (MobileNet depth multiplier) instead of the architecture's.")(func)
+    func = click.argument("arch")(func)
+    return func
+
+
+def fmt_millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
