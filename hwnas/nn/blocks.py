@@ -50,17 +50,25 @@ class SamePadConv2d(nn.Sequential):
 
 
 class ConvBnAct(nn.Module):
-    """Conv (TF-SAME) → BatchNorm → activation. NCHW ``(N, Cin, H, W) -> (N, Cout, ceil(H/s), ceil(W/s))``."""
+    """Conv (TF-SAME) → BatchNorm → activation [+ input].
+
+    NCHW ``(N, Cin, H, W) -> (N, Cout, ceil(H/s), ceil(W/s))``.
+
+    ``residual=True`` adds the input (a plain conv block in a stage that keeps the shape, see
+    :attr:`hwnas.arch.Layer.has_residual`).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, in_hw: tuple[int, int],
-                 activation: str | None, groups: int = 1):
+                 activation: str | None, groups: int = 1, residual: bool = False):
         super().__init__()
         self.conv = SamePadConv2d(in_channels, out_channels, kernel, stride, in_hw, groups=groups)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = make_activation(activation)
+        self.has_residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y = self.act(self.bn(self.conv(x)))
+        return x + y if self.has_residual else y
 
 
 class SqueezeExcite(nn.Module):
@@ -169,7 +177,8 @@ def build_layer(layer: Layer, se_style: str = "efficientnet") -> nn.Module:
     if b.kind == "skip":
         return nn.Identity()
     if b.kind == "conv":
-        return ConvBnAct(layer.in_shape[2], layer.out_shape[2], b.kernel, b.stride, layer.in_shape[:2], b.activation)
+        return ConvBnAct(layer.in_shape[2], layer.out_shape[2], b.kernel, b.stride, layer.in_shape[:2], b.activation,
+                         residual=layer.has_residual)
     if b.kind == "dsconv":
         return DSConv(layer, se_style)
     if b.kind == "mbconv":

@@ -1,0 +1,127 @@
+"""``hwnas export`` and ``hwnas scale``: thin wrappers over :mod:`hwnas.export`."""
+
+from __future__ import annotations
+
+import click
+
+from hwnas.cli import main
+from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_table
+
+
+@main.command("export")
+@arch_argument
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="PyTorch state dict (torch.save) for ARCH. Without it: fresh random weights.")
+@click.option("--format", "fmt", default="tflite", show_default=True,
+              help="Artifact format: tflite | onnx | tvm.")
+@click.option("--quantize", type=str, default=None, help="tflite only: int8 | float16.")
+@click.option("--calib-data", default=None,
+              help="Representative images: .npy/.npz of float NHWC (N,R,R,C) or a built-in name (digits, mnist).")
+@click.option("--calib-samples", type=int, default=64, show_default=True, help="Calibration images used.")
+@click.option("--int8-io", is_flag=True, help="int8: int8 input/output tensors instead of float32.")
+@click.option("--eval-data", default=None,
+              help="int8: held-out labelled data (.npz with x, y; or digits/mnist) for the accuracy delta.")
+@click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
+              help="int8: fail when top-1 drops more than this many points below float.")
+@click.option("--recalibrate-bn", "recal", type=int, default=0, show_default=True,
+              help="Re-estimate BatchNorm statistics on N calibration batches first (supernet subnets).")
+@click.option("--target", default="llvm", show_default=True,
+              help="tvm: llvm | android | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
+@click.option("--tune-trials", type=int, default=0, show_default=True,
+              help="tvm: MetaSchedule trials (0 = untuned; tuning takes minutes).")
+@click.option("--lint", type=click.Choice(["error", "warn"]), default="error", show_default=True,
+              help="What unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE ops in a .tflite do.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Max abs diff of softmax outputs vs PyTorch for float artifacts.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(), help="Artifact to write.")
+def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, calib_samples, int8_io, eval_data,
+               max_int8_drop, recal, target, tune_trials, lint, tolerance, as_json, output):
+    """Export ARCH (YAML, compact string or zoo name) to .tflite / .onnx / a TVM library.
+
+    Checks always run: weights are matched against the spec, the artifact's ops are listed (and
+    linted for .tflite), and its outputs are compared with PyTorch on real images.
+    """
+    from hwnas.export import export
+    from hwnas.zoo import load_arch
+
+    if quantize is not None and quantize.lower() in ("none", "float32", "fp32"):
+        quantize = None
+    if quantize is not None and quantize not in ("int8", "float16"):
+        from hwnas.errors import ExportError
+
+        raise ExportError(f"unknown quantization '{quantize}'; expected int8 or float16")
+    spec = load_arch(arch, width=width, resolution=resolution)
+    res = export(spec, output, fmt=fmt.lower(), weights=weights, quantize=quantize, calib_data=calib_data,
+                 calib_samples=calib_samples, int8_io=int8_io, eval_data=eval_data, max_int8_drop=max_int8_drop,
+                 recalibrate_bn_batches=recal, target=target, tune_trials=tune_trials, lint=lint,
+                 parity_tolerance=tolerance)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    for note in res.notes:
+        click.echo(f"note: {note}")
+    what = res.format + (f" ({res.quantize})" if res.quantize else "") + (f" [{res.target}]" if res.target else "")
+    click.echo(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {what})")
+    if res.ops:
+        click.echo(f"ops ({sum(res.ops.values())}): " + ", ".join(f"{k} {v}" for k, v in res.ops.items()))
+    if res.parity:
+        p = res.parity
+        click.echo(f"parity vs PyTorch on {p['samples']} real images: max abs diff {p['max_abs_diff']:.2e}, "
+                   f"top-1 agreement {p['top1_agreement']:.3f}")
+    if res.quant:
+        q = res.quant
+        click.echo(f"int8 on {q['samples']} held-out images: float top-1 {q['float_accuracy']:.4f}, int8 "
+                   f"{q['int8_accuracy']:.4f} (drop {q['drop_points']:.2f} points, limit {q['max_drop_points']:g})")
+
+
+@main.command("scale")
+@arch_argument
+@click.option("--phi", type=float, default=None, help="Compound coefficient (EfficientNet eq. 3).")
+@click.option("--coefficients", default=None,
+              help="w,d,r: width and depth multipliers and resolution (pixels, or a multiplier if <= 8).")
+@click.option("--variant", default=None, help="EfficientNet preset b0..b7 (the published coefficients).")
+@click.option("--alpha", type=float, default=1.2, show_default=True, help="Depth base (with --phi).")
+@click.option("--beta", type=float, default=1.1, show_default=True, help="Width base (with --phi).")
+@click.option("--gamma", type=float, default=1.15, show_default=True, help="Resolution base (with --phi).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Write the scaled ArchSpec as YAML.")
+def scale_cmd(arch, width, resolution, phi, coefficients, variant, alpha, beta, gamma, as_json, output):
+    """Compound-scale ARCH: --phi N, --coefficients w,d,r or --variant b0..b7."""
+    from hwnas.errors import SpecError
+    from hwnas.export import scaling
+    from hwnas.nn.count import count
+    from hwnas.zoo import load_arch
+
+    given = [x is not None for x in (phi, coefficients, variant)]
+    if sum(given) != 1:
+        raise SpecError("give exactly one of --phi, --coefficients w,d,r or --variant b0..b7")
+    spec = load_arch(arch, width=width, resolution=resolution)
+    if phi is not None:
+        scaled = scaling.scale(spec, phi, alpha, beta, gamma)
+    elif variant is not None:
+        scaled = scaling.efficientnet_variant(spec, variant)
+    else:
+        try:
+            w, d, r = (float(v) for v in coefficients.split(","))
+        except ValueError:
+            raise SpecError(f"expected --coefficients w,d,r (three numbers), got '{coefficients}'",
+                            field="coefficients") from None
+        scaled = scaling.scale_coefficients(spec, w, d, r)
+    if output:
+        scaled.save(output)
+    base, new = count(spec), count(scaled)
+    info = {"name": scaled.name, "resolution": scaled.resolution, "blocks": len(scaled.blocks),
+            "params": new.params, "macs": new.macs, "base_params": base.params, "base_macs": base.macs,
+            "arch": scaled.to_compact(), "output": output}
+    if as_json:
+        print_json(info)
+        return
+    print_table(f"{spec.name or 'arch'} -> {scaled.name}", ["", "resolution", "blocks", "params", "MACs"],
+                [["base", spec.resolution, len(spec.blocks), fmt_millions(base.params), fmt_millions(base.macs)],
+                 ["scaled", scaled.resolution, len(scaled.blocks), fmt_millions(new.params),
+                  fmt_millions(new.macs)]], right=["resolution", "blocks", "params", "MACs"])
+    if output:
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(scaled.to_compact())
