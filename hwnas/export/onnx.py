@@ -77,7 +77,7 @@ def onnx_bytes(arch_or_model: Any, *, softmax: bool = True, opset: int = DEFAULT
         raise ExportError(f"ONNX export failed: {first}") from err
     data = buf.getvalue()
     if not dynamo:
-        data = _fold_constants(data)
+        data = fold_constants(data)
     import onnx
 
     try:
@@ -87,7 +87,7 @@ def onnx_bytes(arch_or_model: Any, *, softmax: bool = True, opset: int = DEFAULT
     return data
 
 
-def _fold_constants(data: bytes) -> bytes:
+def fold_constants(data: bytes) -> bytes:
     """Constant-fold an ONNX model with onnxruntime's basic (standard-ops-only) graph optimizations.
 
     The TorchScript exporter writes each asymmetric ``ZeroPad2d`` as a ConstantOfShape/Concat/

@@ -1,0 +1,258 @@
+"""``hwnas profile``, ``hwnas predict``, ``hwnas devices`` and ``hwnas table show|import|diff|estimate|fit-costmodel``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hwnas.cli import main
+from hwnas.cli.common import arch_argument, print_json, print_table
+
+
+@main.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices_cmd(as_json: bool) -> None:
+    """List the devices with their backend, transport and the latency tables available for each."""
+    from hwnas.latency.devices import list_devices
+    from hwnas.latency.table import find_tables
+
+    rows = []
+    errors: list[str] = []
+    find_tables(errors=errors)
+    for err in errors:
+        click.echo(f"hwnas: warning: skipped {err}", err=True)
+    for dev in list_devices():
+        tables = find_tables(dev.name, aliases=dev.aliases)
+        rows.append({"name": dev.name, "aliases": dev.aliases, "kind": dev.kind, "backend": dev.backend,
+                     "transport": dev.transport.kind, "threads": dev.threads, "precision": dev.precision,
+                     "priced_by": "cost model (estimated)" if dev.estimated else "tables",
+                     "tables": [{"space": t.meta.space, "resolutions": t.meta.resolutions,
+                                 "provenance": t.meta.provenance.split(":")[0], "path": str(t.path)} for t in tables]})
+    if as_json:
+        print_json(rows)
+        return
+    print_table("devices", ["name", "aliases", "kind", "backend", "transport", "threads", "priced by", "tables"],
+                [[r["name"], ",".join(r["aliases"]) or "-", r["kind"], r["backend"], r["transport"], r["threads"],
+                  r["priced_by"],
+                  " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']})"
+                           for t in r["tables"]) or "-"] for r in rows], right=["threads"])
+
+
+@main.command("profile")
+@click.option("--device", "device", required=True, help="Device name or alias (hwnas devices).")
+@click.option("--space", required=True, help="Search space whose op keys are measured.")
+@click.option("--resolution", type=int, required=True, help="Input resolution.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Table path (default ~/.hwnas/latency_tables/<device>-<space>-<res>.yaml).")
+@click.option("--limit", type=int, default=None, help="Measure only the first N op keys (a slice).")
+@click.option("--repeats", type=int, default=None, help="Timed runs per op (default: the device's).")
+@click.option("--warmup", type=int, default=None, help="Untimed runs per op (default: the device's).")
+@click.option("--calibrate", type=int, default=0, show_default=True,
+              help="Measure N random members end to end and fit the calibration.")
+@click.option("--serial", default=None, help="adb serial (overrides the device's).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrate, serial, as_json) -> None:
+    """Measure every op key of SPACE at RESOLUTION on DEVICE into a latency table.
+
+    Progress is journalled per op (<out>.journal.jsonl); rerun the same command to resume.
+    """
+    from hwnas.latency.devices import get_device
+    from hwnas.profile import profile
+
+    dev = get_device(device)
+    transport = None
+    if serial:
+        from hwnas.profile.tflite_adb import AdbTransport
+
+        transport = AdbTransport(serial)
+    res = profile(dev, space, resolution, out=out, limit=limit, repeats=repeats, warmup=warmup,
+                  calibrate=calibrate, transport=transport, progress=not as_json)
+    summary = {"table": str(res.path), "journal": str(res.journal), "entries": len(res.table),
+               "measured_now": len(res.measured), "resumed": res.resumed, "seconds": round(res.seconds, 1),
+               "provenance": res.table.meta.provenance,
+               "calibration": res.table.calibration.report if res.table.calibration else None}
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"wrote {res.path}: {len(res.table)} entries ({len(res.measured)} measured now, "
+                   f"{res.resumed} from the journal) in {res.seconds:.1f} s")
+
+
+@main.command("predict")
+@arch_argument
+@click.option("--target", required=True, help="Device name or alias (pixel1, pixel, host, ...).")
+@click.option("--table", "table_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Use this table (checked against the target and resolution).")
+@click.option("--fallback", is_flag=True, help="Price missing keys by the nearest key scaled by MACs (reported).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: latency_ms, energy_mj, per_block, provenance, ...")
+def predict_cmd(arch, width, resolution, target, table_path, fallback, as_json) -> None:
+    """Predict the latency (ms) and energy (mJ) of ARCH on a device, block by block."""
+    from hwnas.latency.predict import load_predictor, predict
+    from hwnas.zoo import load_arch
+
+    a = load_arch(arch, width=width, resolution=resolution)
+    if table_path:
+        pred = load_predictor(target, resolution=a.resolution, table=table_path, fallback=fallback).predict(a)
+    else:
+        pred = predict(a, target, fallback=fallback)
+    if as_json:
+        print_json({"arch": a.name or arch, "resolution": a.resolution, "width": a.width_multiplier,
+                    **pred.to_dict()})
+        return
+    print_table(f"{a.name or 'arch'} @ {a.resolution}px, width {a.width_multiplier:g} on {pred.device}",
+                ["layer", "op key", "ms", "mJ", "source"],
+                [[b.name, b.key, f"{b.latency_ms:.3f}", "-" if b.energy_mj is None else f"{b.energy_mj:.3f}",
+                  b.source] for b in pred.per_block], right=["ms", "mJ"])
+    energy = "unknown" if pred.energy_mj is None else f"{pred.energy_mj:.2f} mJ ({pred.energy_source})"
+    click.echo(f"latency {pred.latency_ms:.2f} ms, energy {energy}")
+    if pred.calibration:
+        click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms")
+    if pred.fallback:
+        click.echo(f"fallback used for {len(pred.fallback)} key(s): {', '.join(pred.fallback)}")
+    click.echo(f"provenance: {pred.provenance}")
+
+
+@main.group("table")
+def table_group() -> None:
+    """Show, import, compare and estimate latency tables."""
+
+
+def _load_any(ref: str):
+    from hwnas.latency.table import LatencyTable, find_tables
+
+    if Path(ref).is_file():
+        return [LatencyTable.load(ref)]
+    from hwnas.latency.devices import get_device
+
+    dev = get_device(ref)
+    errors: list[str] = []
+    tables = find_tables(dev.name, aliases=dev.aliases, errors=errors)
+    for err in errors:
+        click.echo(f"hwnas: warning: skipped {err}", err=True)
+    return tables
+
+
+@table_group.command("show")
+@click.argument("ref")
+@click.option("--entries", is_flag=True, help="List every entry.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def table_show(ref: str, entries: bool, as_json: bool) -> None:
+    """Show a table file (or every table of a device): metadata, calibration, entries."""
+    tables = _load_any(ref)
+    if as_json:
+        print_json([{**t.summary(), "meta": t.meta.model_dump(),
+                     "calibration": t.calibration.model_dump() if t.calibration else None,
+                     **({"entries": {k: e.model_dump() for k, e in t.entries.items()}} if entries else {})}
+                    for t in tables])
+        return
+    if not tables:
+        click.echo(f"no tables for '{ref}'")
+    for t in tables:
+        m = t.meta
+        click.echo(f"{t.path}\n  device {m.device}, space {m.space}, resolutions {m.resolutions}, backend "
+                   f"{m.backend} {m.backend_version or ''}, threads {m.threads}, governor {m.governor}, "
+                   f"date {m.date}\n  provenance: {m.provenance}\n  entries: {len(t)}")
+        if t.calibration:
+            c = t.calibration
+            click.echo(f"  calibration: scale {c.scale:.4f}, offset {c.offset_ms:.3f} ms on {len(c.points)} "
+                       f"points, {c.report}")
+        if entries:
+            print_table(None, ["op key", "median ms", "p10", "p90", "n", "mJ"],
+                        [[k, f"{e.median_ms:.4f}", "-" if e.p10_ms is None else f"{e.p10_ms:.4f}",
+                          "-" if e.p90_ms is None else f"{e.p90_ms:.4f}", e.samples,
+                          "-" if e.energy_mj is None else f"{e.energy_mj:.4f}"] for k, e in t.entries.items()],
+                        right=["median ms", "p10", "p90", "n", "mJ"])
+
+
+@table_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["proxylessnas", "ofa"]), help="Foreign format.")
+@click.option("--device", default=None, help="Device recorded (default pixel1 / note10).")
+@click.option("--space", default=None, help="Space recorded (default mobilenetv2 / ofa-mbv3-w1.2).")
+@click.option("--resolution", type=int, default=None, help="Resolution (default: from the stem key).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output table path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+def table_import(file, fmt, device, space, resolution, out, as_json) -> None:
+    """Convert a published LUT (ProxylessNAS / once-for-all) into an hwnas table; unmapped keys are listed."""
+    from hwnas.latency.importers import import_table
+    from hwnas.latency.table import table_filename, user_table_dir
+
+    table, report = import_table(file, fmt, device=device, space=space, resolution=resolution)
+    m = table.meta
+    out = Path(out) if out else user_table_dir() / table_filename(m.device, m.space, m.resolutions[0])
+    table.save(out)
+    if as_json:
+        print_json({"table": str(out), "entries": len(table), **report.to_dict()})
+        return
+    click.echo(f"wrote {out}: {len(table)} entries ({len(report.mapped)} mapped, {len(report.composed)} composed)")
+    for k, parts in report.composed.items():
+        click.echo(f"  composed {k} = {' + '.join(parts)}")
+    if report.unmapped:
+        click.echo(f"unmapped keys ({len(report.unmapped)}):")
+        for k, why in report.unmapped.items():
+            click.echo(f"  {k}: {why}")
+    else:
+        click.echo("unmapped keys: none")
+
+
+@table_group.command("diff")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def table_diff(a, b, as_json) -> None:
+    """Compare two tables: keys only in one, and the ratio B/A of the medians for shared keys."""
+    from hwnas.latency.table import LatencyTable, diff_tables
+
+    d = diff_tables(LatencyTable.load(a), LatencyTable.load(b))
+    if as_json:
+        print_json(d)
+        return
+    click.echo(f"shared {d['shared']}, only in A {len(d['only_a'])}, only in B {len(d['only_b'])}")
+    if d["median_ratio"] is not None:
+        click.echo(f"B/A median ratio {d['median_ratio']:.3f} (min {d['min_ratio']:.3f}, max {d['max_ratio']:.3f})")
+    for k in d["only_a"][:20]:
+        click.echo(f"  only in A: {k}")
+    for k in d["only_b"][:20]:
+        click.echo(f"  only in B: {k}")
+
+
+@table_group.command("estimate")
+@click.option("--device", required=True, help="An estimated device (with a cost model), e.g. pixel1.")
+@click.option("--space", required=True, help="Space whose op keys are priced.")
+@click.option("--resolution", type=int, required=True, help="Input resolution.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output path (default: the shipped latency_tables/<device>-<space>-<res>.yaml).")
+def table_estimate(device, space, resolution, out) -> None:
+    """Materialise an estimated device's cost model as a table (provenance 'estimated: ...')."""
+    from hwnas.latency.costmodel import estimate_table
+    from hwnas.latency.devices import PACKAGE_DATA
+    from hwnas.latency.table import table_filename
+
+    table = estimate_table(device, space, resolution)
+    m = table.meta
+    path = Path(out) if out else PACKAGE_DATA / "latency_tables" / table_filename(m.device, m.space, resolution)
+    table.save(path)
+    click.echo(f"wrote {path}: {len(table)} entries ({m.provenance})")
+
+
+@table_group.command("fit-costmodel")
+@click.option("--device", required=True, help="Device file to refit (e.g. pixel1).")
+@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="published_latencies.csv (its MobileNetV2 slim_mnv2v3 rows are used, nothing else).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit report as JSON.")
+def table_fit(device, csv_path, as_json) -> None:
+    """Refit an estimated device's cost-model parameters and rewrite its cost_model section."""
+    from hwnas.latency.costmodel import refit_device
+    from hwnas.latency.devices import get_device
+
+    dev = get_device(device)
+    report = refit_device(dev.source, csv_path)
+    if as_json:
+        print_json(report)
+        return
+    for r in report["rows"]:
+        click.echo(f"  {r['model']:<24} published {r['published_ms']:>7.1f} ms  estimate {r['estimate_ms']:>8.2f} ms "
+                   f"({r['error_pct']:+.2f} %)")
+    click.echo(f"max |error| {report['max_abs_error_pct']} %, RMSPE {report['rmspe_pct']} % -> {dev.source}")

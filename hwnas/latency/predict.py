@@ -1,0 +1,405 @@
+"""Latency/energy prediction from a device's table (or its cost model, for estimated devices).
+
+``latency(arch) = scale · Σ_ops entry(op_key) + offset_ms``: the sum of per-op entries over the
+architecture's op keys (:func:`hwnas.opkey.arch_op_keys`: stem, blocks, head, classifier), with an
+optional linear calibration fitted on whole-model measurements stored in the table
+(:func:`fit_calibration`), which absorbs per-inference overhead and cross-op fusion effects
+(nn-Meter, Zhang et al. 2021, §3 show per-op sums miss these).
+
+Rules:
+
+* a ``skip`` op costs exactly 0 ms: it is no op at all in the exported graph;
+* a key absent from the table raises :class:`MissingOpError` naming the key and the nearest keys;
+  with ``fallback=True`` the nearest key of the same kind, scaled by the MAC ratio, is used instead
+  and every such key is reported in ``Prediction.fallback``. There is no constant default.
+
+For the searchers: :class:`LayerLatencyTable` holds per searchable layer the (calibrated) latency
+of each candidate, and :meth:`LayerLatencyTable.expected` gives the differentiable expected latency
+``fixed + Σ_l Σ_j p_lj · lat_lj`` of FBNet (Wu et al. 2019, Eq. 4) / ProxylessNAS (Cai et al. 2019,
+Eq. 5).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hwnas.arch import ArchSpec
+from hwnas.errors import TableError
+from hwnas.latency.costmodel import CostModel
+from hwnas.latency.devices import Device, get_device
+from hwnas.latency.table import LatencyTable, find_tables
+from hwnas.opkey import OpKey, arch_op_keys
+
+
+@dataclass(frozen=True)
+class BlockPrediction:
+    """One layer's share: ``name`` (``stem``, ``stages.i.j``, ``head``, ``classifier``), its op key,
+    latency in ms (calibrated scale applied, offset not), energy in mJ (None when unknown) and where
+    the number came from (``table`` | ``cost-model`` | ``identity`` | ``fallback: <key> x<ratio>``)."""
+
+    name: str
+    key: str
+    latency_ms: float
+    energy_mj: float | None
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
+                "source": self.source}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A whole-model prediction: latency in ms, energy in mJ (None when any op's energy is unknown),
+    per-layer breakdown, keys that were missing (priced by fallback), and provenance."""
+
+    latency_ms: float
+    energy_mj: float | None
+    per_block: list[BlockPrediction]
+    missing: list[str] = field(default_factory=list)
+    provenance: str = ""
+    device: str = ""
+    calibration: dict[str, Any] | None = None
+    fallback: list[str] = field(default_factory=list)
+    energy_source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
+                "energy_source": self.energy_source, "provenance": self.provenance,
+                "calibration": self.calibration, "missing": self.missing, "fallback": self.fallback,
+                "per_block": [b.to_dict() for b in self.per_block]}
+
+
+class Predictor:
+    """Prices op keys and architectures for one device.
+
+    Args:
+        device: the :class:`Device`.
+        table: a :class:`LatencyTable` (measured or estimated), or None to use the device's cost model.
+        fallback: price missing keys by the nearest same-kind key scaled by MACs (reported).
+
+    Raises:
+        TableError: neither a table nor a cost model.
+    """
+
+    def __init__(self, device: Device, table: LatencyTable | None = None, *, fallback: bool = False):
+        self.device = device
+        self.table = table
+        self.fallback = fallback
+        self.cost_model = CostModel(device.cost_model.params) if (table is None and device.cost_model) else None
+        if table is None and self.cost_model is None:
+            raise TableError(f"device '{device.name}' has no table and no cost model")
+        cal = table.calibration if table is not None else None
+        self.scale = cal.scale if cal else 1.0
+        self.offset_ms = cal.offset_ms if cal else 0.0
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    # ------------------------------------------------------------------ description
+    @property
+    def provenance(self) -> str:
+        if self.table is not None:
+            m = self.table.meta
+            where = f" ({self.table.path.name})" if self.table.path else ""
+            tuned = " [untuned TVM]" if m.tuned is False else ""
+            return f"{m.provenance}{tuned}: table {m.device}/{m.space}@{m.resolutions}{where}"
+        cm = self.device.cost_model
+        return f"estimated: {cm.kind} cost model of {self.device.name} ({cm.fitted_on})"
+
+    @property
+    def resolutions(self) -> list[int] | None:
+        return self.table.meta.resolutions if self.table is not None else None
+
+    def calibration_info(self) -> dict[str, Any] | None:
+        if self.table is None or self.table.calibration is None:
+            return None
+        c = self.table.calibration
+        return {"scale": c.scale, "offset_ms": c.offset_ms, "points": len(c.points), **c.report}
+
+    # ------------------------------------------------------------------ ops
+    def _raw(self, key: OpKey) -> tuple[float, str]:
+        """Uncalibrated latency (ms) of one op and its source."""
+        s = str(key)
+        hit = self._cache.get(s)
+        if hit is not None:
+            return hit
+        if key.kind == "skip":
+            out = (0.0, "identity")
+        elif self.cost_model is not None:
+            out = (self.cost_model.op_ms(key), "cost-model")
+        elif s in self.table:
+            out = (self.table.get(s).median_ms, "table")
+        elif self.fallback:
+            out = self._fallback(key)
+        else:
+            self.table.get(s)  # raises MissingOpError with the nearest keys
+            raise AssertionError("unreachable")
+        self._cache[s] = out
+        return out
+
+    def _fallback(self, key: OpKey) -> tuple[float, str]:
+        """Nearest same-kind key, scaled by the MAC ratio (reported in the source string)."""
+        same = [k for k in self.table.keys() if k.kind == key.kind and k.kind != "skip"]
+        if not same:
+            self.table.get(str(key))
+        near = difflib.get_close_matches(str(key), [str(k) for k in same], n=5, cutoff=0.0)
+        # prefer the closest MAC count among the textual neighbours
+        macs = max(key.macs(), 1)
+        best = min(near, key=lambda k: abs(OpKey.parse(k).macs() - macs) / macs)
+        ratio = macs / max(OpKey.parse(best).macs(), 1)
+        return self.table.get(best).median_ms * ratio, f"fallback: {best} x{ratio:.3f}"
+
+    def op_latency(self, key: OpKey | str) -> float:
+        """Calibrated latency of one op in ms (``scale · entry``; the offset is per model, not per op).
+
+        Raises:
+            MissingOpError: the key is not in the table (and fallback is off).
+        """
+        key = key if isinstance(key, OpKey) else OpKey.parse(key)
+        return self.scale * self._raw(key)[0]
+
+    def op_energy(self, key: OpKey | str) -> tuple[float | None, str | None]:
+        """Energy of one op in mJ and its source, or ``(None, None)`` when the device declares none."""
+        key = key if isinstance(key, OpKey) else OpKey.parse(key)
+        if key.kind == "skip":
+            return 0.0, "identity"
+        if self.table is not None and str(key) in self.table:
+            e = self.table.get(str(key))
+            if e.energy_mj is not None:
+                return self.scale * e.energy_mj, e.energy_source
+        pm = self.device.power_model
+        if pm is not None:
+            return pm.active_w * self.op_latency(key), f"power-model: declared {pm.active_w} W"
+        return None, None
+
+    # ------------------------------------------------------------------ models
+    def check_arch(self, arch: ArchSpec) -> None:
+        if self.table is not None and arch.resolution not in self.table.meta.resolutions:
+            raise TableError(f"{self.table.path or 'table'} for {self.table.meta.device} was made at resolution "
+                             f"{self.table.meta.resolutions} but the architecture has resolution {arch.resolution}")
+
+    def predict(self, arch: ArchSpec) -> Prediction:
+        """Latency (ms) and energy (mJ) of ``arch`` with a per-layer breakdown.
+
+        Raises:
+            TableError: the table was made at another resolution (the message names both).
+            MissingOpError: a key is absent and fallback is off (names the key and nearest keys).
+        """
+        self.check_arch(arch)
+        blocks, fallback = [], []
+        energies: list[float | None] = []
+        sources: set[str] = set()
+        for layer, key in arch_op_keys(arch):
+            raw, source = self._raw(key)
+            if source.startswith("fallback"):
+                fallback.append(str(key))
+            e, esrc = self.op_energy(key)
+            if esrc and esrc != "identity":
+                sources.add(esrc.split(":")[0])
+            energies.append(e)
+            blocks.append(BlockPrediction(layer.name, str(key), self.scale * raw, e, source))
+        latency = sum(b.latency_ms for b in blocks) + self.offset_ms
+        energy = None if any(e is None for e in energies) else sum(energies)
+        if energy is not None and self.offset_ms and self.device.power_model:
+            energy += self.device.power_model.active_w * self.offset_ms
+        return Prediction(latency_ms=float(latency), energy_mj=energy, per_block=blocks, missing=list(fallback),
+                          provenance=self.provenance, device=self.device.name, calibration=self.calibration_info(),
+                          fallback=fallback, energy_source=", ".join(sorted(sources)) or None)
+
+    def __repr__(self) -> str:
+        return f"Predictor(device={self.device.name!r}, provenance={self.provenance!r})"
+
+
+# ---------------------------------------------------------------------- loading
+def _pick_table(device: Device, space: str | None, resolution: int | None) -> LatencyTable | None:
+    tables = find_tables(device.name, space, resolution, device.aliases)
+    measured = [t for t in tables if not t.meta.estimated]
+    if measured:
+        return measured[0]
+    if device.estimated:
+        return None  # the cost model prices any key; estimated tables are its materialisation
+    if tables:
+        return tables[0]
+    others = find_tables(device.name, None, None, device.aliases)
+    have = "; ".join(f"{t.path.name if t.path else '?'} (space {t.meta.space}, resolution {t.meta.resolutions})"
+                     for t in others) or "none"
+    raise TableError(f"no latency table for device '{device.name}' (space {space or 'any'}, resolution "
+                     f"{resolution or 'any'}); tables for this device: {have}. Make one with: hwnas profile "
+                     f"--device {device.name} --space {space or 'SPACE'} --resolution {resolution or 'R'}")
+
+
+def _space_name(space: str | None, resolution: int | None) -> str | None:
+    """Registered spaces by their resolved name (``mobilenetv2`` at 32 px is ``mobilenetv2-cifar``)."""
+    if space is None:
+        return None
+    from hwnas.errors import UnknownNameError
+    from hwnas.spaces import get_space
+
+    try:
+        return get_space(space, resolution=resolution).name
+    except UnknownNameError:
+        return space  # imported spaces (e.g. ofa-mbv3-w1.2)
+
+
+def load_predictor(target: str | Device, *, space: str | None = None, resolution: int | None = None,
+                   table: str | Path | LatencyTable | None = None, fallback: bool = False) -> Predictor:
+    """A predictor for a device name/alias (``pixel``, ``pixel1``, ``host`` …).
+
+    Picks, in order: the given ``table`` (checked against the device and resolution), a measured
+    table on the table path for (device, space, resolution), the device's cost model (estimated
+    devices), any other table for it.
+
+    Raises:
+        UnknownNameError: unknown device. TableError: no usable table, or ``table`` made for
+        another device/space/resolution (the message names both).
+    """
+    device = get_device(target)
+    space = _space_name(space, resolution)
+    if table is not None:
+        t = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        t.check(device=device.name, space=space, resolution=resolution, device_aliases=device.aliases)
+        return Predictor(device, t, fallback=fallback)
+    return Predictor(device, _pick_table(device, space, resolution), fallback=fallback)
+
+
+def predict(arch: ArchSpec, device_or_table: str | Device | LatencyTable | Predictor, *,
+            fallback: bool = False) -> Prediction:
+    """Predict ``arch`` on a device (name, :class:`Device`), a :class:`LatencyTable` or a Predictor."""
+    if isinstance(device_or_table, Predictor):
+        return device_or_table.predict(arch)
+    if isinstance(device_or_table, LatencyTable):
+        dev = get_device(device_or_table.meta.device)
+        return Predictor(dev, device_or_table, fallback=fallback).predict(arch)
+    device = get_device(device_or_table)
+    candidates = [t for t in find_tables(device.name, None, arch.resolution, device.aliases) if not t.meta.estimated]
+    if candidates:
+        keys = {str(k) for _, k in arch_op_keys(arch) if k.kind != "skip"}
+        best = max(candidates, key=lambda t: len(keys & set(t.entries)))
+        return Predictor(device, best, fallback=fallback).predict(arch)
+    return load_predictor(device, resolution=arch.resolution, fallback=fallback).predict(arch)
+
+
+# ---------------------------------------------------------------------- calibration
+def fit_calibration(table: LatencyTable, points: Sequence[tuple[str, ArchSpec, float]], *,
+                    offset: bool | None = None) -> LatencyTable:
+    """Fit ``measured ≈ scale · Σ entries + offset`` by least squares on the relative error over
+    whole-model measurements ``(name, arch, measured_ms)`` and store it (with the points and a fit
+    report) in ``table``.
+
+    Args:
+        offset: fit the offset too (``True``), the scale only (``False``), or decide by the number of
+            points (``None``: the offset only with ≥ 8 points; with fewer, two parameters overfit the
+            noise of a handful of members — seen on this machine with 5 points).
+
+    The report gives the RMSPE (%) and the max |error| (%) of the calibrated sums, and of the raw
+    sums for comparison.
+    """
+    import numpy as np
+
+    from hwnas.latency.table import Calibration, CalibrationPoint
+
+    device = get_device(table.meta.device)
+    raw = Predictor(device, LatencyTable(table.meta, table.entries))
+    sums = np.array([sum(raw._raw(k)[0] for _, k in arch_op_keys(a)) for _, a, _ in points])
+    meas = np.array([m for _, _, m in points])
+    use_offset = len(points) >= 8 if offset is None else bool(offset)
+    if use_offset and len(points) >= 2:
+        a = np.c_[sums / meas, 1.0 / meas]
+        (scale, off), *_ = np.linalg.lstsq(a, np.ones(len(points)), rcond=None)
+    else:
+        use_offset = False
+        (scale,), *_ = np.linalg.lstsq((sums / meas)[:, None], np.ones(len(points)), rcond=None)
+        off = 0.0
+    if scale <= 0:
+        use_offset = False
+        (scale,), *_ = np.linalg.lstsq((sums / meas)[:, None], np.ones(len(points)), rcond=None)
+        off = 0.0
+    scale, offset_ms = float(scale), float(off)
+    cal_err = 100 * (scale * sums + offset_ms - meas) / meas
+    raw_err = 100 * (sums - meas) / meas
+    report = {"n": len(points), "fitted": "scale+offset" if use_offset else "scale", "rmspe_pct": float(np.sqrt((cal_err ** 2).mean())),
+              "max_abs_error_pct": float(np.abs(cal_err).max()),
+              "raw_rmspe_pct": float(np.sqrt((raw_err ** 2).mean())),
+              "raw_sum_over_measured": float(np.mean(sums / meas))}
+    table.calibration = Calibration(
+        scale=scale, offset_ms=offset_ms, report=report,
+        points=[CalibrationPoint(name=n, arch=a.to_compact(), measured_ms=float(m), sum_ms=float(s))
+                for (n, a, m), s in zip(points, sums)])
+    return table
+
+
+# ---------------------------------------------------------------------- layer-wise spaces
+@dataclass(frozen=True)
+class LayerLatencyTable:
+    """Per searchable layer (``space.slots`` order) the calibrated latency (ms) of each candidate
+    (decision order; ``skip`` = 0), and ``fixed_ms`` = stem + fixed blocks + head + classifier +
+    calibration offset, so that ``fixed_ms + Σ_i per_layer[i][choice_i]`` equals
+    ``predictor.predict(space.decode(choices)).latency_ms``."""
+
+    fixed_ms: float
+    per_layer: list[list[float]]
+    keys: list[list[str]] = field(default_factory=list)
+
+    def latency(self, choices: Sequence[int]) -> float:
+        return self.fixed_ms + sum(row[c] for row, c in zip(self.per_layer, choices))
+
+    def expected(self, probs):
+        """Differentiable expected latency (ms) from per-layer choice probabilities.
+
+        Args:
+            probs: a sequence of 1-D tensors (one per layer, candidate order), or a 2-D tensor
+                ``[layers, max_candidates]`` (entries beyond a layer's candidates are ignored).
+        Returns:
+            a 0-d torch tensor ``fixed + Σ_l Σ_j p_lj · lat_lj`` (FBNet Eq. 4, ProxylessNAS Eq. 5).
+        """
+        import torch
+
+        total = None
+        for i, row in enumerate(self.per_layer):
+            p = probs[i][: len(row)]
+            lat = torch.as_tensor(row, dtype=p.dtype, device=p.device)
+            term = (p * lat).sum()
+            total = term if total is None else total + term
+        return total + self.fixed_ms
+
+
+def layer_latency_table(predictor: Predictor, space) -> LayerLatencyTable:
+    """Build the :class:`LayerLatencyTable` of a layer-wise space (``mobilenetv2``, ``fbnet``).
+
+    Raises:
+        TableError: the space is not layer-wise. MissingOpError: a candidate key is not priced.
+    """
+    if not hasattr(space, "slots"):
+        raise TableError(f"space '{space.name}' is not layer-wise (no per-layer candidates)")
+    slots = space.slots
+    n_fixed = len(getattr(space, "fixed_first", ()))
+    widest = max(len(s.candidates) for s in slots)
+    keys: list[list[str]] = [[] for _ in slots]
+    per_layer: list[list[float]] = [[] for _ in slots]
+    fixed_ms = None
+    for j in range(widest):
+        choices = tuple(j if j < len(s.candidates) else 0 for s in slots)
+        arch = space.decode(choices)
+        predictor.check_arch(arch)
+        pairs = arch_op_keys(arch)
+        block_pairs = pairs[1 + n_fixed: 1 + n_fixed + len(slots)]
+        if fixed_ms is None:
+            fixed = pairs[: 1 + n_fixed] + pairs[1 + n_fixed + len(slots):]
+            fixed_ms = sum(predictor.op_latency(k) for _, k in fixed) + predictor.offset_ms
+        for i, (slot, (_, key)) in enumerate(zip(slots, block_pairs)):
+            if j < len(slot.candidates):
+                keys[i].append(str(key))
+                per_layer[i].append(predictor.op_latency(key))
+    return LayerLatencyTable(float(fixed_ms), per_layer, keys)
+
+
+def latency_bounds(predictor: Predictor, space) -> tuple[float, float]:
+    """``(min_ms, max_ms)`` over the members of a layer-wise space."""
+    t = layer_latency_table(predictor, space)
+    return (t.fixed_ms + sum(min(r) for r in t.per_layer), t.fixed_ms + sum(max(r) for r in t.per_layer))
+
+
+__all__ = ["Prediction", "BlockPrediction", "Predictor", "load_predictor", "predict", "fit_calibration",
+           "LayerLatencyTable", "layer_latency_table", "latency_bounds"]

@@ -1,0 +1,142 @@
+"""Profiling on this machine with LiteRT: a real slice of a space, kill + resume, interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hwnas.errors import TableError
+from hwnas.latency.table import LatencyTable
+from hwnas.profile import profile
+from hwnas.profile.run import Journal
+from hwnas.spaces import get_space
+
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("hwnas.export.keras")
+
+ARGS = dict(device="host", space="mobilenetv2", resolution=32, repeats=3, warmup=1, progress=False)
+
+
+def _journal_keys(path):
+    lines = path.read_text().splitlines()[1:]
+    return [json.loads(line)["key"] for line in lines]
+
+
+@pytest.mark.slow
+def test_profile_slice_measures_real_ops(tmp_path):
+    space = get_space("mobilenetv2", resolution=32)
+    keys = [k for k in space.op_keys(32) if k.kind != "skip"][:2] + [k for k in space.op_keys(32) if k.kind == "skip"][:1]
+    res = profile(**ARGS, out=tmp_path / "t.yaml", keys=keys)
+    table = LatencyTable.load(res.path, device="host", space="mobilenetv2-cifar", resolution=32)
+    assert set(table.entries) == {str(k) for k in keys}
+    for key in keys:
+        e = table.get(str(key))
+        if key.kind == "skip":
+            assert e.median_ms == 0.0 and e.samples == 0
+        else:
+            assert e.samples == 3 and 0 < e.p10_ms <= e.median_ms <= e.p90_ms
+            assert e.energy_source and e.energy_mj > 0  # RAPL or the declared power model, named
+    m = table.meta
+    assert m.provenance == "measured" and m.backend_version.startswith("ai-edge-litert")
+    assert m.machine["cpu"] and m.threads == 1 and m.affinity
+
+
+@pytest.mark.slow
+def test_kill_and_resume_measures_nothing_twice(tmp_path):
+    out = tmp_path / "host.yaml"
+    journal = tmp_path / "host.yaml.journal.jsonl"
+    cmd = [sys.executable, "-m", "hwnas", "profile", "--device", "host", "--space", "mobilenetv2", "--resolution",
+           "32", "--limit", "5", "--repeats", "3", "--warmup", "1", "--out", str(out), "--json"]
+    env = {**os.environ, "HWNAS_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 3 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = _journal_keys(journal)
+    assert 2 <= len(before) < 5 and not out.exists()
+    res = profile(**ARGS, out=out, limit=5)
+    after = _journal_keys(journal)
+    assert len(after) == len(set(after)) == 5  # none measured twice, none lost
+    assert after[: len(before)] == before and res.resumed == len(before)
+    assert set(res.measured) == set(after) - set(before)
+    space_keys = [str(k) for k in get_space("mobilenetv2", resolution=32).op_keys(32)[:5]]
+    assert sorted(LatencyTable.load(out).entries) == sorted(space_keys)
+
+
+def test_injected_interruption_and_torn_journal_line(tmp_path):
+    out = tmp_path / "t.yaml"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(key, m, seen=[]):  # noqa: B006
+        seen.append(key)
+        if len(seen) == 2:
+            raise Stop
+
+    class FakeBuilder:
+        name = "fake"
+
+        def build(self, key):
+            from hwnas.profile.run import Artifact
+
+            return Artifact(data=b"x")
+
+    class FakeRunner:
+        name = "fake"
+        calls = []
+
+        def version(self):
+            return "fake 1"
+
+        def measure(self, artifact):
+            from hwnas.profile.run import Measurement
+
+            self.calls.append(1)
+            return Measurement(1.0, 0.9, 1.1, 3)
+
+        def close(self):
+            pass
+
+    space = get_space("mobilenetv2", resolution=32)
+    keys = [k for k in space.op_keys(32) if k.kind != "skip"][:4]
+    with pytest.raises(Stop):
+        profile(**ARGS, out=out, keys=keys, builder=FakeBuilder(), runner=FakeRunner(), on_measured=stop_after_two)
+    journal = tmp_path / "t.yaml.journal.jsonl"
+    with open(journal, "a") as fh:  # a kill in the middle of a write
+        fh.write('{"key": "ir_k3_e3_s1_c24_r6@32x32x16", "median_')
+    runner = FakeRunner()
+    runner.calls = []
+    res = profile(**ARGS, out=out, keys=keys, builder=FakeBuilder(), runner=runner)
+    assert res.resumed == 2 and len(runner.calls) == 2
+    assert _journal_keys(journal) == [str(k) for k in keys]
+    with pytest.raises(TableError, match="journal was written for device 'host'"):
+        Journal(journal, {"device": "pixel1", "space": "mobilenetv2-cifar", "resolution": 32, "backend": "tflite"})
+
+
+def test_edgetpu_builder_needs_its_compiler(monkeypatch):
+    import shutil
+
+    from hwnas.errors import ConfigError
+    from hwnas.latency.devices import get_device
+    from hwnas.opkey import OpKey
+    from hwnas.profile.run import TFLiteOpBuilder
+
+    if shutil.which("edgetpu_compiler"):
+        pytest.skip("edgetpu_compiler is installed here")
+    builder = TFLiteOpBuilder(get_device("edgetpu"))
+    assert builder.quantize == "int8"
+    with pytest.raises(ConfigError, match="edgetpu_compiler"):
+        builder.build(OpKey.parse("cn_k1_s1_c16_re@8x8x8"))
