@@ -1,0 +1,513 @@
+"""The whole job behind ``hwnas search``: data → feasibility → search → final training → export → report.
+
+:func:`run_search` takes a :class:`SearchConfig` and writes the run folder (see
+:mod:`hwnas.search.base`): ``config.yaml``, ``history.jsonl``, ``checkpoints/``, ``arch.yaml``,
+``model.pt``, ``model.tflite``, ``result.json`` and ``plots/*.png``.
+
+Defaults (chosen so the bare ``hwnas search --target pixel`` finishes in ≤ 15 min on 2 CPU cores,
+see docs/search.md for the measured time): data ``mnist5k`` at 32×32 (MNIST's 28×28 resized),
+space ``mobilenetv2`` (the ProxylessNAS space with its ImageNet strides: a 32×32 input ends at
+2×2 in the last stage; ``mobilenetv2-cifar`` is the small-input variant with 4× the compute), width
+0.5, method ``proxyless``, 6 search epochs (2 weight-only warm-up), 6 final epochs fine-tuning the
+inherited weights, batch 64, one PyTorch thread (on shared 2-core machines PyTorch is 5–20× slower
+with 2 threads under load; ``--threads`` changes it). The latency is predicted for the deployed
+model: the searched architecture at the data resolution, width and classes.
+
+The space name is taken literally: ``mobilenetv2`` keeps the ImageNet skeleton at any resolution,
+``mobilenetv2-cifar`` selects the small-input skeleton (``hwnas.spaces.get_space`` alone picks the
+small one automatically below 64 px).
+
+Default latency budget: the predicted latency of MobileNetV2 (the zoo's, at the same width,
+resolution, input channels and classes) on the target — the "same latency as MobileNetV2" setting
+of the ProxylessNAS/FBNet papers — or, when that lies outside the space's achievable range (a
+``-cifar`` skeleton costs far more than the ImageNet-stride MobileNetV2), the middle of the range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hwnas.errors import ConfigError, SearchError
+
+DIFFERENTIABLE = ("fbnet", "proxyless", "singlepath")
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``hwnas search`` can set (the CLI maps its options onto these fields)."""
+
+    target: str = "pixel"
+    space: str = "mobilenetv2"
+    method: str = "proxyless"
+    latency_ms: float | None = None
+    data: str = "mnist5k"
+    resolution: int = 32
+    width: float = 0.5
+    epochs: int = 6
+    warmup_epochs: int = 2
+    steps_per_epoch: int | None = None
+    batch_size: int = 64
+    final_epochs: int = 6
+    final: str = "finetune"            # finetune (inherited weights + BN recalibration) | scratch
+    final_lr: float | None = None      # default: 0.02 finetune, 0.05 scratch
+    lr: float | None = None            # search weight lr (searcher default)
+    arch_lr: float | None = None       # architecture lr (searcher default)
+    objective: str | None = None       # proxyless: mul_log | add; sample-based: reward costs (latency,energy)
+    hard: bool = False
+    quantize: str | None = None        # None (float32) | int8
+    seed: int = 0
+    threads: int = 1
+    data_limit: int | None = None
+    samples: int = 100                 # sample-based searchers (mnasnet/evolution/random)
+    max_seconds: float | None = None
+    out: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # extra searcher options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown search config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int, width: float):
+    """The space ``name`` taken literally (see the module docstring)."""
+    from hwnas.spaces import get_space
+
+    if name.lower().endswith("-cifar"):
+        return get_space(name, resolution=resolution, num_classes=num_classes, in_channels=in_channels,
+                         width_multiplier=width)
+    return get_space(name, num_classes=num_classes, in_channels=in_channels,
+                     width_multiplier=width).at(resolution=resolution)
+
+
+def space_bounds(predictor, space, samples: int = 256) -> tuple[tuple[float, float], str]:
+    """``((min_ms, max_ms), how)``: exact for layer-wise spaces, sampled for others."""
+    import random
+
+    from hwnas.latency.predict import latency_bounds
+
+    if hasattr(space, "slots"):
+        return latency_bounds(predictor, space), "exact"
+    rng = random.Random(0)
+    lats = [predictor.predict(space.decode(space.sample(rng))).latency_ms for _ in range(samples)]
+    return (min(lats), max(lats)), f"sampled ({samples} members)"
+
+
+def reference_latency(predictor, space, data) -> float:
+    """Predicted latency of the zoo MobileNetV2 at the space's width/resolution/classes/channels."""
+    from dataclasses import replace
+
+    from hwnas.zoo import zoo_arch
+
+    arch = zoo_arch("mobilenetv2").with_width(space.width_multiplier).with_resolution(space.resolution)
+    arch = arch.with_classes(data.num_classes, data.in_channels)
+    return predictor.predict(replace(arch, name="mobilenetv2")).latency_ms
+
+
+def _default_out(cfg: SearchConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.method}-{cfg.target}-{stamp}"
+
+
+class _Progress:
+    """tqdm progress bar fed by searcher events (disabled when stderr is not a terminal)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool | None, unit: str = "step"):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=None if enabled is None else not enabled,
+                        dynamic_ncols=True, leave=True)
+        self.quiet = enabled is False
+        self.last = 0
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        if ev.get("event") == "step":
+            n = int(ev.get("step", self.last))
+            if n > self.last:
+                self.bar.update(n - self.last)
+                self.last = n
+            post = {"ce": f"{ev.get('ce', 0):.3f}", "lat": f"{ev.get('expected_latency_ms', 0):.3f}ms"}
+            if ev.get("temperature") is not None:
+                post["tau"] = f"{ev['temperature']:.2f}"
+            self.bar.set_postfix(post, refresh=False)
+        elif self.quiet:
+            return
+        elif ev.get("event") == "eval" and ev.get("accuracy") is not None:
+            self.bar.write(f"  epoch {ev.get('epoch', '?')}: derived arch val acc {ev['accuracy']:.4f}, "
+                           f"{ev.get('latency_ms', 0):.3f} ms" + (" (repaired to budget)" if ev.get("repaired") else ""))
+        elif ev.get("event") in ("resumed", "rollback"):
+            self.bar.write(f"  {ev['event']} at step {ev.get('step', '?')}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = None, progress: bool | None = None,
+               echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the ``result.json`` dict.
+
+    Args:
+        cfg: the configuration (ignored when resuming: the run's ``config.yaml`` is used).
+        resume: a run folder to continue.
+        progress: show progress bars (``None``: when stderr is a terminal).
+        echo: where to print status lines (default: nothing).
+
+    Raises:
+        SearchError: infeasible budget, stage-wise space with a differentiable method, …
+        ConfigError: bad data path, corrupt run folder, changed latency table on resume.
+        UnknownNameError: unknown target, space, method or dataset.
+    """
+    import torch
+
+    from hwnas.search.base import Budget, RunDir, get_searcher, searcher_names
+    from hwnas.search.data import load_data
+    from hwnas.search.objective import Objective, check_feasible, log_unit
+
+    say = echo or (lambda s: None)
+    t0 = time.perf_counter()
+    if resume is not None:
+        run = RunDir(resume)
+        saved = run.read_config()
+        cfg = SearchConfig.from_dict(saved["search"])
+        cfg.out = str(run.root)
+        say(f"resuming {run.root}")
+    else:
+        cfg = cfg or SearchConfig()
+    method = cfg.method.lower()
+    if method not in searcher_names():
+        from hwnas.errors import UnknownNameError
+
+        raise UnknownNameError("method", cfg.method, searcher_names())
+    if cfg.quantize not in (None, "int8", "float16"):
+        raise ConfigError(f"--quantize must be int8 or float16, got '{cfg.quantize}'")
+    if cfg.final not in ("finetune", "scratch"):
+        raise ConfigError(f"--final must be finetune or scratch, got '{cfg.final}'")
+    torch.set_num_threads(max(1, int(cfg.threads)))
+
+    # -- target and data (fast) -------------------------------------------------------------
+    from hwnas.latency.devices import get_device
+    from hwnas.latency.predict import layer_latency_table, load_predictor
+
+    device = get_device(cfg.target)
+    data = load_data(cfg.data, resolution=cfg.resolution, seed=cfg.seed, limit=cfg.data_limit)
+    space = make_space(cfg.space, resolution=data.resolution, num_classes=data.num_classes,
+                       in_channels=data.in_channels, width=cfg.width)
+    if method in DIFFERENTIABLE and not hasattr(space, "slots"):
+        raise SearchError(f"--method {method} needs a layer-wise space (mobilenetv2, fbnet and their -cifar "
+                          f"variants); space '{space.name}' is stage-wise: use --method mnasnet|evolution|random")
+    predictor = load_predictor(device, space=space.name, resolution=space.resolution)
+    (lo, hi), bounds_how = space_bounds(predictor, space)
+    budget_ms, budget_source = cfg.latency_ms, "--latency-ms"
+    if budget_ms is None:
+        ref = reference_latency(predictor, space, data)
+        if lo <= ref <= hi:
+            budget_ms = ref
+            budget_source = f"MobileNetV2 x{cfg.width:g} at {space.resolution}px ({ref:.3f} ms)"
+        else:  # e.g. a -cifar skeleton, far costlier than the ImageNet-stride MobileNetV2
+            budget_ms = (lo + hi) / 2
+            budget_source = (f"middle of the space's range (MobileNetV2 x{cfg.width:g} at {space.resolution}px, "
+                             f"{ref:.3f} ms, is outside it)")
+    check_feasible(budget_ms, (lo, hi), device.name, space.name)
+    table = layer_latency_table(predictor, space) if hasattr(space, "slots") else None
+    obj_kwargs: dict[str, Any] = {"hard": cfg.hard, "unit_ms": log_unit(lo)}
+    if cfg.objective and method == "proxyless":
+        obj_kwargs["form"] = cfg.objective
+    elif cfg.objective and method in DIFFERENTIABLE:
+        raise ConfigError(f"--objective applies to proxyless (mul_log|add) and to the sample-based methods "
+                          f"(e.g. latency,energy), not to {method}")
+    # sample-based methods (mnasnet/rl, evolution, random) rank by MnasNet's reward
+    objective = Objective(method if method in DIFFERENTIABLE else "mnasnet", latency_budget_ms=budget_ms, predictor=predictor, table=table, latency_range_ms=(lo, hi),
+                          **obj_kwargs)
+
+    # -- run folder ------------------------------------------------------------------------------
+    if resume is None:
+        out = Path(cfg.out) if cfg.out else _default_out(cfg)
+        run = RunDir(out)
+        if run.checkpoint.exists() or run.result.exists():
+            raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        cfg.out = str(out)
+        from hwnas import __version__
+
+        run.write_config({"search": cfg.to_dict(), "hwnas_version": __version__, "device": device.name,
+                          "latency_provenance": predictor.provenance, "space": space.name,
+                          "space_size": float(space.size), "latency_range_ms": [lo, hi],
+                          "latency_range_how": bounds_how, "latency_budget_ms": budget_ms,
+                          "latency_budget_source": budget_source, "objective": objective.to_dict(),
+                          "data": data.describe(), "data_mean": data.mean, "data_std": data.std})
+    say(f"run folder: {run.root}")
+    say(f"target {device.name} ({predictor.provenance.split('(')[0].strip()}); space {space.name} "
+        f"({space.size:.3g} members), latency range {lo:.3f}–{hi:.3f} ms, budget {budget_ms:.3f} ms")
+    say(f"data {data.describe()}")
+
+    budget = Budget(epochs=cfg.epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),
+                    steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, samples=cfg.samples,
+                    max_seconds=cfg.max_seconds)
+    options: dict[str, Any] = {"seed": cfg.seed, **cfg.options}
+    if cfg.objective and method not in DIFFERENTIABLE:
+        options["objective"] = cfg.objective
+    if cfg.lr is not None:
+        options["lr"] = cfg.lr
+    if cfg.arch_lr is not None:
+        options["arch_lr"] = cfg.arch_lr
+    steps = min(data.steps("train", cfg.batch_size), cfg.steps_per_epoch or 10**9)
+    bar = _Progress(budget.epochs * steps if method in DIFFERENTIABLE else budget.samples, f"search ({method})",
+                    progress)
+    options["progress"] = bar
+    searcher = get_searcher(method, **options)
+    t_search = time.perf_counter()
+    try:
+        result = searcher.run(space, objective, data, budget, run)
+    finally:
+        bar.close()
+    search_seconds = float(result.extra.get("search_seconds", time.perf_counter() - t_search))
+
+    arch = result.best_arch
+    from dataclasses import replace
+
+    arch = replace(arch, name=f"{method}-{device.name}")
+    arch.save(run.arch)
+    best_eval = next((e for e in result.history if tuple(e.choices) == tuple(result.best_choices)), None)
+
+    # -- final model -----------------------------------------------------------------------------
+    from hwnas.nn import build_model, count
+    from hwnas.search.base import seed_everything
+    from hwnas.search.train import evaluate, recalibrate_bn, train_model, zero_init_residual
+
+    supernet = result.extra.get("supernet")
+    seed_everything(cfg.seed + 1)
+    if cfg.final == "finetune" and supernet is not None:
+        model = supernet.subnet(result.best_choices)
+        recalibrate_bn(model, data.batches("train", 64, limit=8, augment=False, seed=cfg.seed))
+        final_lr = cfg.final_lr or 0.02
+    else:
+        model = zero_init_residual(build_model(arch, train=True, seed=cfg.seed))
+        final_lr = cfg.final_lr or 0.05
+    model.arch = arch
+    inherited_acc, _ = evaluate(model, data.batches("test", 256)) if supernet is not None else (None, None)
+    fbar = _Progress(cfg.final_epochs, "final training", progress, unit="epoch")
+
+    def on_epoch(rec: dict[str, Any]) -> None:
+        run.append_history({"kind": "final", **rec})
+        fbar.bar.update(1)
+        fbar.bar.set_postfix({"loss": f"{rec['loss']:.3f}", "val": f"{rec['val_acc']:.4f}"}, refresh=False)
+
+    t_final = time.perf_counter()
+    try:
+        final_records = train_model(model, data, epochs=cfg.final_epochs, lr=final_lr, batch_size=cfg.batch_size,
+                                    seed=cfg.seed + 1, steps_per_epoch=cfg.steps_per_epoch, progress=on_epoch)
+    finally:
+        fbar.close()
+    final_seconds = time.perf_counter() - t_final
+    test_acc, _ = evaluate(model, data.batches("test", 256))
+    import io
+
+    import torch as _torch
+
+    from hwnas.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    _torch.save({"arch": arch.to_compact(), "state_dict": model.state_dict(), "data_mean": data.mean,
+                 "data_std": data.std}, buf)
+    atomic_write_bytes(run.model_pt, buf.getvalue())
+
+    # -- export ----------------------------------------------------------------------------------
+    say("exporting .tflite")
+    export = export_tflite(arch, model, data, run.model_tflite, quantize=cfg.quantize)
+
+    # -- report ----------------------------------------------------------------------------------
+    pred = predictor.predict(arch)
+    cost = count(arch)
+    plots = make_plots(run, budget_ms, result)
+    result_dict = {
+        "target": device.name,
+        "method": method,
+        "space": space.name,
+        "arch": arch.to_compact(),
+        "choices": list(result.best_choices),
+        "latency_budget_ms": budget_ms,
+        "latency_budget_source": budget_source,
+        "predicted_latency_ms": pred.latency_ms,
+        "predicted_energy_mj": pred.energy_mj,
+        "latency_range_ms": [lo, hi],
+        "latency_provenance": predictor.provenance,
+        "within_budget": pred.latency_ms <= budget_ms * (1 + 1e-9),
+        "params": cost.params,
+        "macs": cost.macs,
+        "search_val_accuracy": None if best_eval is None else best_eval.accuracy,
+        "inherited_test_accuracy": inherited_acc,
+        "test_accuracy": test_acc,
+        "tflite_test_accuracy": export["tflite_test_accuracy"],
+        "tflite_parity": export["parity"],
+        "quantize": cfg.quantize,
+        "search_seconds": search_seconds,
+        "final_train_seconds": final_seconds,
+        "total_seconds": time.perf_counter() - t0,
+        "final_training": {"mode": cfg.final if supernet is not None else "scratch", "epochs": cfg.final_epochs,
+                           "lr": final_lr, "records": final_records},
+        "evaluated": len(result.history),
+        "pareto": [e.to_dict() for e in result.pareto],
+        "seed": cfg.seed,
+        "data": data.describe(),
+        "resolution": space.resolution,
+        "width": cfg.width,
+        "threads": cfg.threads,
+        "artifacts": {"run": str(run.root), "config": str(run.config), "history": str(run.history),
+                      "checkpoint": str(run.checkpoint), "arch": str(run.arch), "model_pt": str(run.model_pt),
+                      "model_tflite": str(run.model_tflite), "result": str(run.result),
+                      "plots": [str(p) for p in plots]},
+    }
+    extra = {k: v for k, v in result.extra.items() if k not in ("supernet",) and _jsonable(v)}
+    result_dict["search_extra"] = extra
+    run.write_result(result_dict)
+    return result_dict
+
+
+def _jsonable(v: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def export_tflite(arch, model, data, path: Path, *, quantize: str | None = None) -> dict[str, Any]:
+    """Export ``model`` to ``.tflite`` through :mod:`hwnas.export` and check it on the test split.
+
+    Float32: the parity check (max |Δ softmax| vs PyTorch on the test images, tolerance 1e-4) must
+    pass. int8: full-integer with the train split as representative data; the accuracy drop vs
+    float is reported (not enforced). Returns ``tflite_test_accuracy``, ``parity`` (dict), ``ops``.
+
+    Raises:
+        ExportError: float parity failed.
+    """
+    import numpy as np
+
+    from hwnas.export import checks
+    from hwnas.export.keras import keras_model
+    from hwnas.export.tflite import convert, op_counts, run_tflite
+    from hwnas.io import atomic_write_bytes
+
+    km = keras_model(arch, model)
+    rep = None
+    if quantize == "int8":
+        rep = data.train.x[:200].permute(0, 2, 3, 1).numpy().astype(np.float32)
+    flat = convert(km, quantize=quantize, representative_data=rep)
+    atomic_write_bytes(path, flat)
+    x = data.test.x.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    y = data.test.y.numpy()
+    probs = run_tflite(path, x)
+    ref = checks.torch_probs(model, x)
+    acc = float((probs.argmax(-1) == y).mean())
+    if quantize is None:
+        rep_ = checks.parity("tflite", ref, probs, tolerance=1e-4)
+        checks.check(rep_)
+        parity = rep_.to_dict()
+    else:
+        parity = checks.quant_report(ref, probs, y, max_drop_points=None).to_dict()
+    return {"tflite_test_accuracy": acc, "parity": parity, "ops": op_counts(path), "bytes": len(flat)}
+
+
+def make_plots(run, budget_ms: float | None, result) -> list[Path]:
+    """PNG plots: expected latency over steps, per-layer operator probabilities, accuracy vs latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from hwnas.io import atomic_path
+
+    out: list[Path] = []
+    hist = run.read_history()
+    steps = [r for r in hist if r.get("kind") == "step" and r.get("expected_latency_ms") is not None]
+
+    def save(fig, name: str) -> None:
+        path = run.plots / name
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(fig)
+        out.append(path)
+
+    if steps:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in steps], [r["expected_latency_ms"] for r in steps], label="expected latency")
+        if budget_ms:
+            ax.axhline(budget_ms, color="r", ls="--", label=f"budget {budget_ms:.3f} ms")
+        ax.set_xlabel("step")
+        ax.set_ylabel("ms")
+        ax.set_title("Expected latency during search")
+        ax.legend()
+        save(fig, "expected_latency.png")
+    probs = result.extra.get("probabilities")
+    if probs:
+        width = max(len(p) for p in probs)
+        mat = np.full((len(probs), width), np.nan)
+        for i, p in enumerate(probs):
+            mat[i, :len(p)] = p
+        fig, ax = plt.subplots(figsize=(0.6 * width + 2, 0.28 * len(probs) + 1.5))
+        im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_yticks(range(len(probs)))
+        ax.set_xticks(range(width))
+        ax.set_xlabel("candidate (decision order)")
+        ax.set_ylabel("layer")
+        ax.set_title("Operator probabilities per layer (end of search)")
+        for i, c in enumerate(result.best_choices):
+            ax.plot(c, i, "r.", ms=6)
+        fig.colorbar(im, ax=ax)
+        save(fig, "op_probabilities.png")
+    evals = [e for e in result.history if e.accuracy is not None]
+    if evals:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.scatter([e.latency_ms for e in evals], [e.accuracy for e in evals], s=14, label="evaluated")
+        front = sorted(result.pareto, key=lambda e: e.latency_ms)
+        if front:
+            ax.plot([e.latency_ms for e in front], [e.accuracy for e in front], "g-", lw=1, label="Pareto front")
+        best = next((e for e in evals if tuple(e.choices) == tuple(result.best_choices)), None)
+        if best:
+            ax.scatter([best.latency_ms], [best.accuracy], c="r", s=40, label="chosen")
+        if budget_ms:
+            ax.axvline(budget_ms, color="r", ls="--", lw=1)
+        ax.set_xlabel("predicted latency (ms)")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title("Accuracy vs latency of evaluated architectures")
+        ax.legend(fontsize=8)
+        save(fig, "accuracy_vs_latency.png")
+    return out
+
+
+def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(field, value)`` rows of the final summary table."""
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    a = res["artifacts"]
+    return [
+        ("target / method / space", f"{res['target']} / {res['method']} / {res['space']}"),
+        ("arch", res["arch"]),
+        ("predicted latency", f"{res['predicted_latency_ms']:.3f} ms (budget {res['latency_budget_ms']:.3f} ms, "
+                              f"space {res['latency_range_ms'][0]:.3f}–{res['latency_range_ms'][1]:.3f} ms)"),
+        ("params / MACs", f"{res['params'] / 1e6:.3f} M / {res['macs'] / 1e6:.2f} M"),
+        ("test accuracy (PyTorch)", pct(res["test_accuracy"])),
+        ("test accuracy (.tflite)", pct(res["tflite_test_accuracy"])),
+        ("search / final training", f"{res['search_seconds']:.0f} s / {res['final_train_seconds']:.0f} s "
+                                    f"(total {res['total_seconds']:.0f} s)"),
+        ("arch.yaml", a["arch"]),
+        ("model.tflite", a["model_tflite"]),
+        ("result.json", a["result"]),
+    ]
+
+
+__all__ = ["SearchConfig", "run_search", "make_space", "space_bounds", "reference_latency", "export_tflite",
+           "make_plots", "summary_rows"]
