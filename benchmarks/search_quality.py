@@ -1,0 +1,76 @@
+"""Search quality on the tabular NB201 × Pixel-3 task: RL (MnasNet), regularized evolution, random.
+
+Task: NAS-Bench-201 CIFAR-10 accuracy joined with HW-NAS-Bench Pixel 3 latency (only the 8,689
+members in both tables count; the others are infeasible — see :mod:`hwnas.search.tabular`).
+Latency limit: the median Pixel-3 latency of the joined members. Each method gets ``--queries``
+evaluations (repeats count) per seed, for ``--seeds`` seeds; its result is the most accurate member
+it evaluated within the limit (MnasNet's hard reward, α = 0, β = −1, so that is also the highest
+reward). Figures (accuracy points): mean and worst gap to the best member under the limit, the
+share of seeds that find it, and the mean number of distinct members evaluated.
+
+Hyper-parameters are each searcher's defaults, chosen once on seeds 100..129 (not the reported
+seeds 0..9); see docs/search-rl.md.
+
+Usage: ``python benchmarks/search_quality.py [--queries 200] [--seeds 10] [--first-seed 0]
+[--data-dir ../shared/data] [--methods mnasnet,evolution,random] [--count-repeats]``. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def run(queries: int = 200, seeds: int = 10, first_seed: int = 0, data_dir: str | None = None,
+        methods: str = "mnasnet,evolution,random", options: dict | None = None, count_repeats: bool = False) -> dict:
+    from hwnas.search.base import get_searcher
+    from hwnas.search.tabular import NB201Benchmark, TabularEvaluator
+
+    bench = NB201Benchmark(data_dir)
+    limit = bench.median_latency()
+    best_c, best_rec = bench.best_under(limit)
+    out = {"task": "nb201-cifar10 x hw-nas-bench pixel3", **bench.summary(), "limit_ms": limit,
+           "best_under_limit": {"arch": best_rec.arch_str, "nb201_idx": best_rec.nb201_idx,
+                                "accuracy": best_rec.accuracy, "latency_ms": best_rec.latency_ms},
+           "queries": queries, "seeds": list(range(first_seed, first_seed + seeds)),
+           "accounting": "every proposal counts" if count_repeats else "distinct architectures (repeats free)",
+           "methods": {}}
+    for method in methods.split(","):
+        gaps, hits, uniq, t0 = [], 0, [], time.time()
+        for seed in range(first_seed, first_seed + seeds):
+            searcher = get_searcher(method, seed=seed, count_repeats=count_repeats, **(options or {}).get(method, {}))
+            evaluator = TabularEvaluator(bench)
+            reward = searcher.make_reward(limit)
+            res = searcher.search(bench.space, evaluator, reward, queries, limit_ms=limit)
+            acc = res.extra["best_accuracy"] * 100 if res.extra["within_limit"] else float("nan")
+            gap = best_rec.accuracy - acc if res.extra["within_limit"] else float("inf")
+            gaps.append(gap)
+            hits += int(abs(gap) < 1e-9)
+            uniq.append(res.extra["unique_archs"])
+        out["methods"][method] = {
+            "mean_gap": statistics.fmean(gaps), "worst_gap": max(gaps), "median_gap": statistics.median(gaps),
+            "found_best_share": hits / seeds, "mean_unique_archs": statistics.fmean(uniq),
+            "gaps": [round(g, 4) for g in gaps], "seconds": round(time.time() - t0, 2)}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--methods", default="mnasnet,evolution,random")
+    p.add_argument("--options", default="{}", help='JSON, e.g. {"mnasnet": {"controller_lr": 0.05}}')
+    p.add_argument("--count-repeats", action="store_true", help="count every proposal, repeats included")
+    a = p.parse_args(argv)
+    print(json.dumps(run(a.queries, a.seeds, a.first_seed, a.data_dir, a.methods, json.loads(a.options),
+                         a.count_repeats), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
