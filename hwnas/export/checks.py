@@ -98,26 +98,14 @@ def recalibrate_bn(model, batches: Iterable[Any], *, max_batches: int | None = N
     """
     import torch
 
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    n = 0
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                if max_batches is not None and n >= max_batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x)
-                n += 1
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
-        model.eval()
-    if n == 0:
+    from hwnas.nn.batchnorm import recalibrate_batchnorm
+
+    def tensors():
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            yield x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+    if recalibrate_batchnorm(model, tensors(), max_batches=max_batches) == 0:
         raise ExportError("BatchNorm recalibration needs at least one batch")
     return model
 

@@ -202,17 +202,20 @@ def run_tflite(model: bytes | str | Path, inputs_nhwc: np.ndarray, threads: int 
     return np.stack(results)
 
 
+def random_input(detail: dict, seed: int = 0) -> np.ndarray:
+    """A seeded random tensor for an interpreter input ``detail`` (float: N(0,1); integer: [-100, 100))."""
+    rng = np.random.default_rng(seed)
+    if detail["dtype"] == np.float32:
+        return rng.standard_normal(detail["shape"]).astype(np.float32)
+    return rng.integers(-100, 100, detail["shape"]).astype(detail["dtype"])
+
+
 def time_tflite(model: bytes | str | Path, *, threads: int = 1, warmup: int = 5, runs: int = 30) -> list[float]:
     """Wall-clock latencies (ms) of ``runs`` invocations on LiteRT + XNNPACK after ``warmup`` runs."""
     interp = _interpreter(model, threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
-    rng = np.random.default_rng(0)
-    if inp["dtype"] == np.float32:
-        data = rng.standard_normal(inp["shape"]).astype(np.float32)
-    else:
-        data = rng.integers(-100, 100, inp["shape"]).astype(inp["dtype"])
-    interp.set_tensor(inp["index"], data)
+    interp.set_tensor(inp["index"], random_input(inp))
     for _ in range(warmup):
         interp.invoke()
     times = []
@@ -294,5 +297,5 @@ def lint(tflite: bytes | str | Path, expected: dict[str, int] | None = None, *, 
     return report
 
 
-__all__ = ["convert", "op_counts", "op_list", "run_tflite", "time_tflite", "lint", "LintReport", "expected_suspect_ops",
+__all__ = ["convert", "op_counts", "op_list", "run_tflite", "time_tflite", "random_input", "lint", "LintReport", "expected_suspect_ops",
            "QUANTIZE_MODES", "SUSPECT_OPS"]

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
+from hwnas.export.tflite import random_input
 
 from hwnas.errors import ConfigError
 from hwnas.latency.devices import Device
@@ -65,12 +65,7 @@ class TFLiteLocalRunner:
             Interpreter(model_path=str(artifact.path), **kwargs)
         interp.allocate_tensors()
         inp = interp.get_input_details()[0]
-        rng = np.random.default_rng(0)
-        if inp["dtype"] == np.float32:
-            x = rng.standard_normal(inp["shape"]).astype(np.float32)
-        else:
-            x = rng.integers(-100, 100, inp["shape"]).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
+        interp.set_tensor(inp["index"], random_input(inp))
         old_aff = None
         if self.device.affinity and hasattr(os, "sched_setaffinity"):
             try:

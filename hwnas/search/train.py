@@ -64,22 +64,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     them. For a supernet, ``choices`` selects the path whose BNs are recalibrated. Returns the model
     in eval mode.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    n = 0
-    try:
-        for x, _ in batches:
-            model(x, choices) if choices is not None else model(x)
-            n += 1
-    finally:
-        for m, mom in saved:
-            m.momentum = mom
-        model.eval()
-    if n == 0:
+    from hwnas.nn.batchnorm import recalibrate_batchnorm
+
+    forward = (lambda x: model(x, choices)) if choices is not None else None
+    if recalibrate_batchnorm(model, (x for x, _ in batches), forward=forward) == 0:
         raise SearchError("BatchNorm recalibration needs at least one batch")
     return model
 
