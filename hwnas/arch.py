@@ -709,6 +709,9 @@ class ArchSpec:
                     else:
                         raise SpecError(f"unknown option '{key}='; expected name, in, width, divisor, se, stem, "
                                         "head, prelogits, classes, dropout", source=source, field=key)
+                except SpecError as err:
+                    raise SpecError(f"{err.source + ': ' if err.source else ''}{err.detail}", source=source,
+                                    field=key) from None
                 except ValueError:
                     raise SpecError(f"malformed value in '{token}'", source=source, field=key) from None
             else:

@@ -20,10 +20,11 @@ the tests, ``.source`` where they come from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassifierSpec, HeadSpec
-from hwnas.errors import UnknownNameError
+from hwnas.errors import SpecError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,10 @@ def load_arch(ref: str, *, width: float | None = None, resolution: int | None = 
     from pathlib import Path
 
     ref = ref.strip()
+    if re.fullmatch(r"(ir|ds|cn|skip)(_\S*)?", ref):
+        raise SpecError(f"'{ref}' is a single block, not a whole architecture; give a compact architecture "
+                        "such as 'res224 stem=cn_k3_s2_c32_r6 " + ref + " head=cn_k1_s1_c1280_r6', a YAML file "
+                        "or a zoo name")
     if "stem=" in ref:
         arch = ArchSpec.from_compact(ref)
     elif ref.endswith((".yaml", ".yml")) or Path(ref).is_file():

@@ -26,7 +26,7 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--recalibrate-bn", "recal", type=int, default=0, show_default=True,
               help="Re-estimate BatchNorm statistics on N calibration batches first (supernet subnets).")
 @click.option("--target", default="llvm", show_default=True,
-              help="tvm: llvm | android | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
+              help="tvm: llvm (host) | android, aarch64 (aarch64-linux-android CPU) | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
 @click.option("--tune-trials", type=int, default=0, show_default=True,
               help="tvm: MetaSchedule trials (0 = untuned; tuning takes minutes).")
 @click.option("--lint", type=click.Choice(["error", "warn"]), default="error", show_default=True,

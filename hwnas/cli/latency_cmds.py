@@ -124,6 +124,10 @@ def _load_any(ref: str):
 
     if Path(ref).is_file():
         return [LatencyTable.load(ref)]
+    if ref.endswith((".yaml", ".yml", ".json")) or "/" in ref:
+        from hwnas.errors import TableError
+
+        raise TableError(f"{ref}: no such table file")
     from hwnas.latency.devices import get_device
 
     dev = get_device(ref)

@@ -79,6 +79,14 @@ def check_output_path(path: str | Path) -> Path:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise OutputPathError(f"{path}: cannot write output (folder '{probe}' is not writable)")
+    if parent.is_dir():  # access() says yes for root and on special file systems (/proc): really try
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.probe."):
+                pass
+        except OSError as err:
+            raise OutputPathError(f"{path}: cannot write output ({err.strerror or err})") from None
     return path
 
 
@@ -163,7 +171,11 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
 
         model = build_model(arch, seed=seed)
         result.fresh_init = True
-        result.notes.append("no --weights: freshly initialised weights (fine for latency work, not for accuracy)")
+        # A fresh net's softmax is flat, so any exporter would "match" it: give the weights a
+        # non-trivial function first (random BN affine + statistics), so the parity check means something.
+        checks.perturb_for_parity(model, checks.real_images(16, arch.resolution, arch.in_channels), seed=seed)
+        result.notes.append("no --weights: random weights (BatchNorm scales randomised so the parity check "
+                            "compares a non-trivial function); fine for latency work, not for accuracy")
 
     # --- data
     calib = checks.load_calibration(calib_data, arch, calib_samples) if calib_data is not None else None

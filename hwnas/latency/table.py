@@ -181,7 +181,8 @@ class LatencyTable:
             near = self.nearest(key, 3)
             raise MissingOpError(f"op key '{key}' is not in {self._where()} (device {self.meta.device}, space "
                                  f"{self.meta.space}, resolution(s) {self.meta.resolutions}); nearest keys: "
-                                 f"{', '.join(near) if near else 'none'}")
+                                 f"{', '.join(near) if near else 'none'}; measure it with 'hwnas profile --device "
+                                 f"{self.meta.device}' or price it from the nearest key with --fallback")
         return entry
 
     def nearest(self, key: OpKey | str, n: int = 3) -> list[str]:

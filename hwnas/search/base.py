@@ -360,6 +360,12 @@ class Searcher:
     def __init__(self, **options: Any):
         self.options = dict(options)
 
+    def validate_options(self) -> None:
+        """Raise :class:`hwnas.errors.ConfigError` for options this method does not take.
+
+        Called by the pipeline before it creates a run folder; the default accepts everything.
+        """
+
     def run(self, space, objective, data, budget: Budget, run: RunDir) -> SearchResult:
         """Search ``space`` for ``objective`` on ``data`` within ``budget``, writing into ``run``.
 

@@ -116,11 +116,14 @@ class DifferentiableSearcher(Searcher):
         return {k: (list(v) if isinstance(v, tuple) else v) for k in keys for v in [self.opt(k)]}
 
     # ------------------------------------------------------------------ main loop
-    def run(self, space, objective, data, budget: Budget, run: RunDir) -> SearchResult:
+    def validate_options(self) -> None:
         unknown = set(self.options) - set(self.common)
         if unknown:
             raise ConfigError(f"unknown option(s) for method '{self.name}': {', '.join(sorted(unknown))}; "
                               f"valid: {', '.join(k for k in self.common if k not in ('progress', 'fault_steps', 'exit_at_step'))}")
+
+    def run(self, space, objective, data, budget: Budget, run: RunDir) -> SearchResult:
+        self.validate_options()
         table = objective.table
         if table is None:
             raise SearchError("the objective has no LayerLatencyTable (set objective.table)")

@@ -136,7 +136,9 @@ class _Progress:
             if n > self.last:
                 self.bar.update(n - self.last)
                 self.last = n
-            post = {"ce": f"{ev.get('ce', 0):.3f}", "lat": f"{ev.get('expected_latency_ms', 0):.3f}ms"}
+            post = {"lat": f"{ev.get('expected_latency_ms', 0):.3f}ms"}
+            if ev.get("ce") is not None:
+                post = {"ce": f"{ev['ce']:.3f}", **post}
             if ev.get("temperature") is not None:
                 post["tau"] = f"{ev['temperature']:.2f}"
             self.bar.set_postfix(post, refresh=False)
@@ -229,6 +231,19 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     objective = Objective(method if method in DIFFERENTIABLE else "mnasnet", latency_budget_ms=budget_ms, predictor=predictor, table=table, latency_range_ms=(lo, hi),
                           **obj_kwargs)
 
+    warmup = min(cfg.warmup_epochs, max(0, cfg.epochs - 1))
+    budget = Budget(epochs=cfg.epochs, warmup_epochs=warmup,
+                    steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, samples=cfg.samples,
+                    max_seconds=cfg.max_seconds)
+    options: dict[str, Any] = {"seed": cfg.seed, **cfg.options}
+    if cfg.objective and method not in DIFFERENTIABLE:
+        options["objective"] = cfg.objective
+    if cfg.lr is not None:
+        options["lr"] = cfg.lr
+    if cfg.arch_lr is not None:
+        options["arch_lr"] = cfg.arch_lr
+    get_searcher(method, **options).validate_options()  # bad -o keys fail before any run folder exists
+
     # -- run folder ------------------------------------------------------------------------------
     if resume is None:
         out = Path(cfg.out) if cfg.out else _default_out(cfg)
@@ -248,17 +263,10 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     say(f"target {device.name} ({predictor.provenance.split('(')[0].strip()}); space {space.name} "
         f"({space.size:.3g} members), latency range {lo:.3f}–{hi:.3f} ms, budget {budget_ms:.3f} ms")
     say(f"data {data.describe()}")
+    if method in DIFFERENTIABLE and warmup < cfg.warmup_epochs:
+        say(f"note: --warmup-epochs {cfg.warmup_epochs} lowered to {warmup} so that architecture steps run "
+            f"in the last of the {cfg.epochs} epochs")
 
-    budget = Budget(epochs=cfg.epochs, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),
-                    steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, samples=cfg.samples,
-                    max_seconds=cfg.max_seconds)
-    options: dict[str, Any] = {"seed": cfg.seed, **cfg.options}
-    if cfg.objective and method not in DIFFERENTIABLE:
-        options["objective"] = cfg.objective
-    if cfg.lr is not None:
-        options["lr"] = cfg.lr
-    if cfg.arch_lr is not None:
-        options["arch_lr"] = cfg.arch_lr
     steps = min(data.steps("train", cfg.batch_size), cfg.steps_per_epoch or 10**9)
     bar = _Progress(budget.epochs * steps if method in DIFFERENTIABLE else budget.samples, f"search ({method})",
                     progress)

@@ -1,0 +1,55 @@
+"""Errors found by a first-time user trial: each is one line, exit 2, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def hwnas(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("hwnas: error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_single_block_string_gets_a_hint():
+    msg = one_line_error(hwnas("show", "ir_k3_e6_s2_c24_r6"))
+    assert "single block, not a whole architecture" in msg
+
+
+def test_stem_error_gives_the_reason():
+    msg = one_line_error(hwnas("show", "res224 stem=cn_k9_s2_c32_r6 ir_k3_e6_s1_c16_r6"))
+    assert "field 'stem'" in msg and "got 9" in msg
+
+
+def test_missing_table_file_is_not_an_unknown_device():
+    msg = one_line_error(hwnas("table", "show", "nothere.yaml"))
+    assert "no such table file" in msg
+
+
+def test_missing_op_key_suggests_profile_or_fallback():
+    msg = one_line_error(hwnas("predict", "mobilenetv2", "--target", "host"))
+    assert "is not in" in msg and "--fallback" in msg and "hwnas profile" in msg
+
+
+def test_unwritable_export_path_fails_before_converting():
+    t0 = time.perf_counter()
+    msg = one_line_error(hwnas("export", "mobilenetv2", "--format", "tflite", "-o", "/proc/hwnas-test.tflite"))
+    assert "cannot write output" in msg
+    assert time.perf_counter() - t0 < 12  # no 15 s conversion before the error
+
+
+def test_bad_searcher_option_leaves_no_run_folder(tmp_path):
+    msg = one_line_error(hwnas("search", "--target", "pixel", "--data", "digits", "-o", "bogus=1",
+                               "--out", str(tmp_path / "run")))
+    assert "unknown option(s)" in msg and "bogus" in msg
+    assert not (tmp_path / "run").exists()
