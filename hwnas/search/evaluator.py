@@ -555,7 +555,7 @@ class SampleSearcher(Searcher):
             history += evals
             rewards += rs
             if progress is not None:
-                progress({"event": "step", "step": used(), "ce": 0.0, "expected_latency_ms": evals[-1].latency_ms})
+                progress({"event": "step", "step": used(), "expected_latency_ms": evals[-1].latency_ms})
             if run is not None:
                 for e, r, rep in zip(evals, rs, repeat):
                     run.append_history({"kind": "eval", "method": self.name, **e.to_dict(), "reward": r,

@@ -242,7 +242,8 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
         options["lr"] = cfg.lr
     if cfg.arch_lr is not None:
         options["arch_lr"] = cfg.arch_lr
-    get_searcher(method, **options).validate_options()  # bad -o keys fail before any run folder exists
+    searcher = get_searcher(method, **options)
+    searcher.validate_options()  # bad -o keys fail before any run folder exists
 
     # -- run folder ------------------------------------------------------------------------------
     if resume is None:
@@ -270,8 +271,7 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     steps = min(data.steps("train", cfg.batch_size), cfg.steps_per_epoch or 10**9)
     bar = _Progress(budget.epochs * steps if method in DIFFERENTIABLE else budget.samples, f"search ({method})",
                     progress)
-    options["progress"] = bar
-    searcher = get_searcher(method, **options)
+    searcher.options["progress"] = bar
     t_search = time.perf_counter()
     try:
         result = searcher.run(space, objective, data, budget, run)
