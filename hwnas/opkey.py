@@ -2,8 +2,8 @@
 
 A key names an op by everything that changes its cost: the block with its *actual* channels
 (kind, kernel, expansion, stride, output channels, SE ratio, groups, activation, whether the
-identity shortcut is added) and the input shape ``H x W x C`` (NHWC). Its string form is the
-block's compact string, ``@``, and the input shape, e.g.::
+identity shortcut is *effectively* added) and the input shape ``H x W x C`` (NHWC). Its string
+form is the block's compact string, ``@``, and the input shape, e.g.::
 
     ir_k5_e6_s2_c40_se0.25_hs@112x112x24
     cn_k3_s2_c32_r6@224x224x3                 (stem)
@@ -11,9 +11,20 @@ block's compact string, ``@``, and the input shape, e.g.::
     classifier_c1000@7x7x1280                 (global pool + FC)
     classifier_c1000_pl1280_hs@7x7x960        (MobileNetV3: pool + 1x1 prelogits conv + FC)
     ir_k3_e4_s1_c40_se0.25_re_semv3@28x28x40  (MobileNetV3-style SE)
+    cn_k3_s1_c32_r6_noskip@32x32x32           (a shape-keeping stem conv: no residual add)
+    cn_k3_s1_c32_r6@32x32x32                  (a stage conv keeping the shape: adds the identity)
+
+Residual rule: where a block keeps its shape (stride 1, output channels == input channels) the key
+says whether the identity is added — no token when it is, ``noskip`` when it is not (a stage
+block with ``residual: false``, or the stem/head conv, which never take a shortcut). Where the
+shape changes no shortcut is possible and no token is written. The role of a layer (stem, stage,
+head) changes the op only through that residual, so the key carries no separate role token;
+:meth:`OpKey.layer` rebuilds exactly the op the network runs.
 
 The profiler that fills tables and the predictor that reads them both call :func:`op_key` /
-:func:`arch_op_keys`; nothing else builds keys. ``OpKey.parse(str(key)) == key``.
+:func:`arch_op_keys`; nothing else builds keys. ``OpKey.parse(str(key)) == key``, and :meth:`OpKey.parse` refuses any string
+that is not what :func:`op_key` writes (token order, ``e6.0``, an omitted default activation, a
+``noskip`` where the shape changes, ``_semv3`` without SE...), naming the canonical form.
 """
 
 from __future__ import annotations
@@ -102,17 +113,46 @@ class OpKey:
             return layer_cost(self.layer(), self.se_style, num_classes=classes, prelogits_channels=prelogits)
         return layer_cost(self.layer(), self.se_style)
 
+    def canonical(self) -> "OpKey":
+        """The key :func:`op_key` / :func:`classifier_key` write for the op this key names.
+
+        Raises:
+            SpecError: the op part is malformed (unknown token, invalid value).
+        """
+        shape = self.input_shape
+        if self.kind == "classifier":
+            classes, prelogits, act = self.classifier_parts()
+            return classifier_key(shape, classes, prelogits, act or "hswish")
+        semv3 = self.op.endswith("_semv3")
+        block = self.block()
+        if block.kind == "skip":
+            return op_key(block, shape)
+        return op_key(block, shape, se_style="mobilenetv3" if semv3 else "efficientnet")
+
     @classmethod
-    def parse(cls, text: str) -> "OpKey":
-        """Parse the string form. Raises :class:`SpecError` when malformed."""
+    def parse(cls, text: str, *, source: str | None = None) -> "OpKey":
+        """Parse the string form; only the canonical form :func:`op_key` writes is accepted.
+
+        Args:
+            text: ``<op>@<H>x<W>x<C>``.
+            source: where the key comes from (a table file), named in errors.
+
+        Raises:
+            SpecError: malformed, or not canonical (the message gives the canonical form).
+        """
+        where = f"{source}: " if source else ""
         m = re.fullmatch(r"(\S+)@(\d+)x(\d+)x(\d+)", str(text).strip())
         if not m:
-            raise SpecError(f"malformed op key '{text}'; expected '<op>@<H>x<W>x<C>'")
+            raise SpecError(f"{where}malformed op key '{text}'; expected '<op>@<H>x<W>x<C>'")
         key = cls(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
-        if key.kind != "classifier":
-            key.block()  # validates
-        else:
-            key.classifier_parts()
+        if min(key.input_shape) < 1:
+            raise SpecError(f"{where}op key '{text}': input shape must be positive")
+        try:
+            canon = key.canonical()
+        except SpecError as err:
+            raise SpecError(f"{where}op key '{text}': {err}") from None
+        if canon != key:
+            raise SpecError(f"{where}op key '{text}' is not canonical: hwnas writes this op as '{canon}'")
         return key
 
 
@@ -120,10 +160,11 @@ def op_key(block: BlockSpec, input_shape: tuple[int, int, int], *, se_style: str
            residual_allowed: bool = True) -> OpKey:
     """The canonical key of ``block`` (actual channels) applied to an NHWC ``input_shape``.
 
-    The residual flag is normalised: ``noskip`` appears only where the shape is kept and the
-    block has no shortcut; where the shape changes no shortcut is possible and none is written.
-    The SE style is appended (``_semv3``) only when the block has SE and the style is MobileNetV3's.
-    ``residual_allowed=False`` for the stem and head convs, which never take a shortcut.
+    The key states the *effective* residual: where the shape is kept, ``noskip`` is written when no
+    identity is added (the block says ``residual: false``, or ``residual_allowed=False``: the stem
+    and head convs, which never take a shortcut); where the shape changes no shortcut is possible
+    and none is written. The SE style is appended (``_semv3``) only when the block has SE and the
+    style is MobileNetV3's.
 
     Raises:
         SpecError: a ``skip`` that would change the shape.
@@ -135,7 +176,7 @@ def op_key(block: BlockSpec, input_shape: tuple[int, int, int], *, se_style: str
                             f"{block.out_channels}", source=block.to_compact(), field="out_channels")
         return OpKey("skip", h, w, c)
     keeps_shape = block.stride == 1 and block.out_channels == c
-    normalised = replace(block, residual=block.residual if (keeps_shape and residual_allowed) else True)
+    normalised = replace(block, residual=(block.residual and residual_allowed) if keeps_shape else True)
     op = normalised.to_compact()
     if block.se_ratio > 0 and se_style == "mobilenetv3":
         op += "_semv3"

@@ -149,9 +149,13 @@ class LatencyTable:
         return str(self.path) if self.path else f"table {self.meta.device}/{self.meta.space}"
 
     def set(self, key: OpKey | str, entry: Entry | dict) -> None:
-        okey = key if isinstance(key, OpKey) else self._parse_key(key)
-        if str(okey) != str(key) and not isinstance(key, OpKey):
-            raise TableError(f"{self._where()}: key '{key}' is not canonical (expected '{okey}')")
+        """Store ``entry`` under ``key``.
+
+        Raises:
+            TableError: ``key`` (string or :class:`OpKey`) is not the canonical form :func:`hwnas.opkey.op_key`
+                writes; the message names this table's file, the key and its canonical form.
+        """
+        okey = self._parse_key(str(key))
         self.entries[str(okey)] = entry if isinstance(entry, Entry) else Entry(**entry)
         self._keys[str(okey)] = okey
 
@@ -159,7 +163,7 @@ class LatencyTable:
         try:
             return OpKey.parse(key)
         except SpecError as err:
-            raise TableError(f"{self._where()}: bad entry key '{key}' ({err})") from None
+            raise TableError(f"{self._where()}: bad entry key '{key}': {err}") from None
 
     def keys(self) -> list[OpKey]:
         return [self._keys[k] for k in self.entries]
