@@ -140,3 +140,23 @@ def test_edgetpu_builder_needs_its_compiler(monkeypatch):
     assert builder.quantize == "int8"
     with pytest.raises(ConfigError, match="edgetpu_compiler"):
         builder.build(OpKey.parse("cn_k1_s1_c16_re@8x8x8"))
+
+
+def test_int8_op_models_time_no_quantize_dequantize():
+    """An int8 single-op model takes and returns int8 tensors: a per-op sum must not count a
+    QUANTIZE/DEQUANTIZE pair per layer that the whole int8 network does not run."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hwnas.export.tflite import op_counts
+    from hwnas.latency.devices import get_device
+    from hwnas.opkey import OpKey
+    from hwnas.profile.run import TFLiteOpBuilder
+
+    device = get_device("host").model_copy(update={"precision": "int8"})
+    art = TFLiteOpBuilder(device).build(OpKey.parse("ir_k3_e2_s1_c8_r6@8x8x8"))
+    ops = op_counts(art.data)
+    assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
+    interp = Interpreter(model_content=art.data)
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
