@@ -49,10 +49,14 @@ def test_every_arch_parameter_gets_a_finite_gradient(mode, which, space, fbspace
             assert p.grad is not None and torch.isfinite(p.grad).all()
     # weights get no gradient in an architecture step
     assert all(p.grad is None for p in net.weight_parameters())
-    if mode != "singlepath":
+    if mode == "fbnet":
         # the latency term reaches every candidate, including skip
         for a, cands in zip(params, net.slot_layers):
             assert (a.grad != 0).all(), "every candidate's α (skip included) must receive gradient"
+    elif mode == "proxyless":
+        # binary gates: exactly the two sampled paths of each layer receive gradient (reference code)
+        for a, idx in zip(params, net._sampled):
+            assert set(torch.nonzero(a.grad).flatten().tolist()) == set(idx)
     else:
         assert sum(int((p.grad != 0).sum()) for p in params) > 0
 
@@ -162,3 +166,42 @@ def test_spos_runs_exact_paths(space):
         assert torch.allclose(net(x, c), net.subnet(c)(x), atol=1e-5)
     with pytest.raises(SearchError):
         net.derive()
+
+
+def test_proxyless_arch_gradient_is_the_binaryconnect_estimator(space, table):
+    """ProxylessNAS §3.2: with two sampled paths S and p = softmax(α_S), the gradient is
+    ∂L/∂α_i = Σ_{j∈S} ∂L/∂g_j · p_j (δ_ij − p_i) for i ∈ S and 0 elsewhere; the latency term weights
+    only the two sampled paths (reference code: ``binarize`` → ``current_prob_over_ops``), so with
+    Adam β1 = 0 the unsampled α do not move."""
+    torch.manual_seed(5)
+    net = Supernet(space, "proxyless").train()
+    with torch.no_grad():
+        for a in net.alphas:
+            a.normal_(0, 0.5)
+    x, y = _batch()
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.1, betas=(0.0, 0.999))
+    before = [a.detach().clone() for a in net.alphas]
+    lam = 0.3
+    with net.arch_step():
+        out = net(x)
+        for _, g in net._gates:
+            g.retain_grad()
+        lat = net.expected_latency(table)
+        loss = F.cross_entropy(out, y) + lam * lat
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.after_arch_step()
+    for a, old, (idx, g), row in zip(net.alphas, before, net._gates, table.per_layer):
+        p = F.softmax(old[idx], -1)
+        dldg = g.grad  # ∂L/∂g: the CE's (the latency term does not depend on the gates)
+        ce = torch.stack([sum(dldg[j] * p[j] * ((1.0 if i == j else 0.0) - p[i]) for j in range(2)) for i in range(2)])
+        lat2 = torch.tensor([row[j] for j in idx])
+        lt = lam * p * (lat2 - (p * lat2).sum())  # ∂/∂α_i of λ·Σ_{j∈S} p_j lat_j
+        expected = torch.zeros_like(old)
+        expected[idx] = ce + lt
+        assert torch.allclose(a.grad, expected, atol=1e-6), (a.grad, expected)
+        unsampled = [j for j in range(len(a)) if j not in idx]
+        assert unsampled and (a.grad[unsampled] == 0).all()
+        # after the Adam (β1 = 0) step and the rescaling, the unsampled α are unchanged
+        assert torch.equal(a.detach()[unsampled], old[unsampled])

@@ -15,8 +15,11 @@ and, per searchable layer, the candidates in one of four forms (``mode``):
     without replacement, the gate is binarised between them, and the BinaryConnect-style gradient
     ``∂L/∂α_i = Σ_j ∂L/∂g_j · p_j (δ_ij − p_i)`` flows through a straight-through gate
     ``g = onehot + p − stop_grad(p)``; the inactive path runs without autograd (its output is
-    needed only for ``∂L/∂g``). :meth:`Supernet.after_arch_step` rescales the two updated α so the
-    unsampled paths keep their probabilities (the paper's reference code).
+    needed only for ``∂L/∂g``). The latency term of that step weights only the two sampled paths,
+    with the softmax over their α (the reference code's ``current_prob_over_ops``), so with Adam
+    β1 = 0 no unsampled α moves. :meth:`Supernet.after_arch_step` rescales the two updated α so the
+    unsampled paths keep their probabilities (the paper's reference code, mit-han-lab/proxylessnas
+    ``MixedEdge``). Path decisions are drawn on the host with the CPU RNG (:func:`host_probs`).
 ``singlepath`` — Stamoulis et al. 2019 (Single-Path NAS), §3: one superkernel per layer, an MBConv
     with the layer's largest kernel and expansion. Trainable thresholds decide, through indicators
     ``1(‖w_group‖² > t)``, whether the outer kernel rings are used (kernel 3 → 5 → 7) and which
@@ -45,7 +48,9 @@ Common API: :meth:`arch_parameters`, :meth:`weight_parameters`, ``forward(x, cho
 :meth:`derive` (argmax member), :meth:`probabilities` (per layer), :meth:`subnet` (an ordinary
 :class:`hwnas.nn.HwnasNet` with weights copied — once-for-all's ``get_active_subnet`` idea; search
 code never exports the supernet), :meth:`expected_latency` (differentiable, from a
-``LayerLatencyTable``). Tensors are NCHW.
+``LayerLatencyTable``). Tensors are NCHW. Device- and dtype-agnostic: every tensor the supernet
+creates (masks, gates, latency weights) follows its parameters (``net.to(device)``); the tests guard
+this on the ``meta`` device.
 """
 
 from __future__ import annotations
@@ -65,6 +70,19 @@ from hwnas.nn.blocks import BN_EPS, BN_MOMENTUM, make_activation
 from hwnas.nn.build import HwnasNet, init_weights
 
 MODES = ("fbnet", "proxyless", "singlepath", "spos")
+
+
+def host_probs(p: torch.Tensor) -> torch.Tensor:
+    """``p`` detached as float32 on the CPU, for sampling decisions with the CPU generator.
+
+    Path decisions are drawn on the host with the global CPU RNG whatever device the supernet is on:
+    the draws are then the same on every device and covered by the checkpoints' RNG state. A tensor
+    on the ``meta`` device has no values (tests use it to catch tensors created on the CPU): it
+    samples as uniform.
+    """
+    if p.is_meta:
+        return torch.full(p.shape, 1.0 / p.shape[-1])
+    return p.detach().float().cpu()
 
 
 def _slot_layers(space) -> list[list[Layer]]:
@@ -142,24 +160,40 @@ class Superkernel(nn.Module):
         self.act = make_activation(self.act_name)
         self.pad = (*same_padding(w, self.kmax, self.stride), *same_padding(h, self.kmax, self.stride))
         self.pads = {k: (*same_padding(w, k, self.stride), *same_padding(h, k, self.stride)) for k in self.kernels}
+        # constant 0/1 masks as non-persistent buffers: they follow .to(device/dtype) and stay out of
+        # the state_dict. core_mask: the smallest kernel; ring_masks[i]: the ring added by kernels[i+1];
+        # group_masks[g]: the mid channels of nested group g.
+        core = torch.zeros(self.kmax, self.kmax)
+        o = (self.kmax - self.kernels[0]) // 2
+        core[o:o + self.kernels[0], o:o + self.kernels[0]] = 1
+        rings = torch.zeros(max(1, len(self.kernels) - 1), self.kmax, self.kmax)
+        for i, (prev, k) in enumerate(zip(self.kernels, self.kernels[1:])):
+            oo, oi = (self.kmax - k) // 2, (self.kmax - prev) // 2
+            rings[i, oo:oo + k, oo:oo + k] = 1
+            rings[i, oi:oi + prev, oi:oi + prev] = 0
+        groups = torch.zeros(len(self.group_ends), self.mid)
+        start = 0
+        for g, end in enumerate(self.group_ends):
+            groups[g, start:end] = 1
+            start = end
+        self.register_buffer("core_mask", core, persistent=False)
+        self.register_buffer("ring_masks", rings, persistent=False)
+        self.register_buffer("group_masks", groups, persistent=False)
         # thresholds: one per extra kernel ring, one per channel group (the first only with skip)
         with torch.no_grad():
-            k_init = [self._log_ms(self._ring(k)).item() - 1.0 for k in self.kernels[1:]]
+            k_init = [self._ring_log_ms(k).item() - 1.0 for k in self.kernels[1:]]
             e_init = [self._log_ms(self._group(g)).item() - 1.0 for g in range(len(self.group_ends))]
         self.t_kernel = nn.Parameter(torch.tensor(k_init))
         self.t_expand = nn.Parameter(torch.tensor(e_init))
         self.forced: tuple[int, int] | None = None  # (kernel index, number of groups) or None
 
     # -- weight groups
-    def _ring(self, k: int) -> torch.Tensor:
-        """Depthwise weights in the ring between kernel ``k`` and the next smaller kernel."""
-        o = (self.kmax - k) // 2
-        inner = self.kernels[self.kernels.index(k) - 1]
-        oi = (self.kmax - inner) // 2
-        w = self.dw_weight[:, :, o:o + k, o:o + k]
-        mask = torch.ones(k, k, dtype=w.dtype)
-        mask[oi - o:oi - o + inner, oi - o:oi - o + inner] = 0
-        return w[..., mask.bool()]
+    def _ring_log_ms(self, k: int) -> torch.Tensor:
+        """``log`` mean square of the depthwise weights in the ring between kernel ``k`` and the next
+        smaller kernel (a masked sum, no boolean indexing: no data-dependent shapes, any device)."""
+        mask = self.ring_masks[self.kernels.index(k) - 1].to(self.dw_weight.dtype)
+        n = mask.sum() * self.mid
+        return torch.log((self.dw_weight.pow(2) * mask).sum() / n + 1e-12)
 
     def _group(self, g: int) -> torch.Tensor:
         start = self.group_ends[g - 1] if g else 0
@@ -176,10 +210,10 @@ class Superkernel(nn.Module):
         sigmoid values instead of the hard indicators (for plots / probabilities).
         """
         f = torch.sigmoid if soft else indicator
-        ks = [f(self._log_ms(self._ring(k)) - t) for k, t in zip(self.kernels[1:], self.t_kernel)]
+        ks = [f(self._ring_log_ms(k) - t) for k, t in zip(self.kernels[1:], self.t_kernel)]
         es = [f(self._log_ms(self._group(g)) - t) for g, t in enumerate(self.t_expand)]
         if not self.has_skip:
-            es[0] = torch.ones((), dtype=es[0].dtype)
+            es[0] = torch.ones_like(es[0])
         return ks, es
 
     def selection(self) -> tuple[int, int]:
@@ -206,23 +240,24 @@ class Superkernel(nn.Module):
         With hard indicators exactly one weight is 1 (the selected configuration); gradients flow
         through the sigmoid relaxation. ``groups == 0`` is skip.
         """
+        one = self.dw_weight.new_ones(())
         if self.forced is not None:
-            return {self.forced: torch.ones(())}
+            return {self.forced: one}
         ks, es = self.indicators(soft=soft)
-        kw, run = [], torch.ones(())
+        kw, run = [], one
         for v in ks:
             kw.append(run * (1 - v))
             run = run * v
         kw.append(run)
         out = {}
-        run = torch.ones(())
+        run = one
         for g, v in enumerate(es):
             if g == 0 and not self.has_skip:
                 pass
             elif g == 0:
                 out[(0, 0)] = 1 - v
             run = run * v
-            stop = (1 - es[g + 1]) if g + 1 < len(es) else torch.ones(())
+            stop = (1 - es[g + 1]) if g + 1 < len(es) else one
             for ki, w in enumerate(kw):
                 out[(ki, g + 1)] = run * stop * w
         return out
@@ -232,35 +267,24 @@ class Superkernel(nn.Module):
             kidx, groups = self.forced
             if groups == 0:
                 return x
-            ks = [torch.ones(()) if i < kidx else torch.zeros(()) for i in range(len(self.kernels) - 1)]
-            es = [torch.ones(()) if g < groups else torch.zeros(()) for g in range(len(self.group_ends))]
+            one, zero = self.dw_weight.new_ones(()), self.dw_weight.new_zeros(())
+            ks = [one if i < kidx else zero for i in range(len(self.kernels) - 1)]
+            es = [one if g < groups else zero for g in range(len(self.group_ends))]
         else:
             ks, es = self.indicators()
         # depthwise kernel: core + g5·(ring5 + g7·ring7)
         w = self.dw_weight
-        kmask = torch.zeros(self.kmax, self.kmax, dtype=w.dtype)
-        o = (self.kmax - self.kernels[0]) // 2
-        kmask[o:o + self.kernels[0], o:o + self.kernels[0]] = 1
-        run = torch.ones((), dtype=w.dtype)
-        prev = self.kernels[0]
-        for k, v in zip(self.kernels[1:], ks):
+        kmask = self.core_mask.to(w.dtype)
+        run = w.new_ones(())
+        for i, v in enumerate(ks):
             run = run * v
-            ring = torch.zeros(self.kmax, self.kmax, dtype=w.dtype)
-            oo, oi = (self.kmax - k) // 2, (self.kmax - prev) // 2
-            ring[oo:oo + k, oo:oo + k] = 1
-            ring[oi:oi + prev, oi:oi + prev] = 0
-            kmask = kmask + run * ring
-            prev = k
+            kmask = kmask + run * self.ring_masks[i].to(w.dtype)
         # channel mask: nested groups
-        cmask = torch.zeros(self.mid, dtype=w.dtype)
-        run = torch.ones((), dtype=w.dtype)
-        start = 0
-        for end, v in zip(self.group_ends, es):
+        cmask = w.new_zeros(self.mid)
+        run = w.new_ones(())
+        for g, v in enumerate(es):
             run = run * v
-            seg = torch.zeros(self.mid, dtype=w.dtype)
-            seg[start:end] = 1
-            cmask = cmask + run * seg
-            start = end
+            cmask = cmask + run * self.group_masks[g].to(w.dtype)
         y = self.act(self.bn1(self.expand(x)))
         y = F.conv2d(F.pad(y, self.pad), w * kmask, stride=self.stride, groups=self.mid)
         y = self.act(self.bn2(y)) * cmask.view(1, -1, 1, 1)
@@ -465,6 +489,9 @@ class Supernet(nn.Module):
         self._arch_phase = False
         self._last_weights: list[torch.Tensor] | None = None  # fbnet: last Gumbel weights (mean over batch)
         self._sampled: list[tuple[int, ...]] | None = None     # proxyless: sampled paths of the last step
+        self._current_probs: list[torch.Tensor] | None = None  # proxyless: current_prob_over_ops (arch step)
+        # proxyless: (α indices, binary gate over them) per layer of the last architecture step
+        self._gates: list[tuple[list[int], torch.Tensor]] = []
         self._alpha_before: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ parameters
@@ -498,12 +525,14 @@ class Supernet(nn.Module):
         for p in weights:
             p.requires_grad_(False)
         self._arch_phase = True
+        self._current_probs = None
         if self.mode == "proxyless":
             self._alpha_before = [a.detach().clone() for a in self.alphas]
         try:
             yield
         finally:
             self._arch_phase = False
+            self._current_probs = None
             for p, f in zip(weights, flags):
                 p.requires_grad_(f)
 
@@ -516,7 +545,7 @@ class Supernet(nn.Module):
             for a, old, idx in zip(self.alphas, self._alpha_before, self._sampled):
                 if len(idx) < 2:
                     continue
-                ix = torch.tensor(idx)
+                ix = list(idx)
                 offset = torch.logsumexp(old[ix], 0) - torch.logsumexp(a[ix], 0)
                 a[ix] += offset
         self._alpha_before = None
@@ -562,33 +591,43 @@ class Supernet(nn.Module):
         return x
 
     def _forward_proxyless(self, x: torch.Tensor) -> torch.Tensor:
-        sampled = []
+        sampled, current, gates = [], [], []
         for alpha, cands in zip(self.alphas, self.layers_):
             p = F.softmax(alpha, -1)
+            ph = host_probs(p)
             if not self.training:
-                j = int(p.argmax())
+                j = int(ph.argmax())
                 x = cands[j](x)
                 sampled.append((j,))
             elif not self._arch_phase or self.proxyless_paths == 1:
-                j = int(torch.multinomial(p.detach(), 1))
+                j = int(torch.multinomial(ph, 1))
                 if self._arch_phase:  # one path: gate g_j = 1 with straight-through gradient
                     g = 1 + p[j] - p[j].detach()
+                    gates.append(([j], g))
                     x = g * cands[j](x)
                 else:
                     x = cands[j](x)
                 sampled.append((j,))
+                current.append(p)
             else:
-                idx = torch.multinomial(p.detach(), 2, replacement=False).tolist()
+                idx = torch.multinomial(ph, 2, replacement=False).tolist()
                 p2 = F.softmax(alpha[idx], -1)
-                a = int(torch.multinomial(p2.detach(), 1))
+                a = int(torch.multinomial(host_probs(p2), 1))
                 active, other = idx[a], idx[1 - a]
-                g = F.one_hot(torch.tensor(a), 2).to(p2.dtype) + p2 - p2.detach()
+                onehot = torch.zeros_like(p2.detach())
+                onehot[a] = 1
+                g = onehot + p2 - p2.detach()  # binary gate, straight-through gradient (BinaryConnect)
+                gates.append((idx, g))
                 y = cands[active](x)
                 with torch.no_grad():
                     y_other = cands[other](x)
                 x = g[a] * y + g[1 - a] * y_other
                 sampled.append((idx[0], idx[1]) if a == 0 else (idx[1], idx[0]))
+                # the reference's current_prob_over_ops: softmax over the two sampled α, 0 elsewhere
+                current.append(torch.zeros_like(p).index_add(0, torch.as_tensor(idx, device=p.device), p2))
         self._sampled = [tuple(sorted(s)) for s in sampled]
+        self._current_probs = current if self._arch_phase and self.training else None
+        self._gates = gates
         return x
 
     # ------------------------------------------------------------------ sampling / derivation
@@ -606,12 +645,13 @@ class Supernet(nn.Module):
         """
         if self.mode in ("fbnet", "proxyless"):
             return [F.softmax(a.detach(), -1) for a in self.alphas]
+        ref = next(self.parameters())
         if self.mode == "spos":
-            return [torch.full((len(l),), 1.0 / len(l)) for l in self.slot_layers]
+            return [ref.new_full((len(l),), 1.0 / len(l)).detach() for l in self.slot_layers]
         out = []
         with torch.no_grad():
             for i, m in enumerate(self.layers_):
-                p = torch.zeros(len(self.slot_layers[i]))
+                p = ref.new_zeros(len(self.slot_layers[i]))
                 for cfg, w in m.candidate_weights(soft=True).items():
                     p[self._config_candidate(i, cfg)] += w
                 out.append(p / p.sum().clamp_min(1e-12))
@@ -659,22 +699,30 @@ class Supernet(nn.Module):
         """Per layer, differentiable weights over candidates used by :meth:`expected_latency`.
 
         fbnet: the Gumbel-softmax weights ``m`` of the last forward (FBNet eq. 5 uses the same
-        mask), ``softmax(α)`` before any forward; proxyless: ``softmax(α)`` (ProxylessNAS eq. 4);
-        singlepath: the hard indicator product (one-hot, sigmoid-relaxed gradient; Single-Path NAS
-        eq. 7); spos: uniform.
+        mask), ``softmax(α)`` before any forward; proxyless: inside an architecture step, after the
+        forward that sampled the paths, the reference code's ``current_prob_over_ops`` — with two
+        sampled paths the softmax over *their* α and 0 for every other candidate, so the latency
+        term moves only the two sampled α (as the BinaryConnect CE gradient; mit-han-lab/proxylessnas
+        ``MixedEdge.binarize`` and ``SuperProxylessNASNets.expected_latency``), with one path
+        ``softmax(α)``; otherwise ``softmax(α)`` (ProxylessNAS eq. 4, the expectation reported in
+        logs); singlepath: the hard indicator product (one-hot, sigmoid-relaxed gradient;
+        Single-Path NAS eq. 7); spos: uniform.
         """
         if self.mode == "fbnet":
             if self._last_weights is not None and self.training:
                 return self._last_weights
             return [F.softmax(a, -1) for a in self.alphas]
         if self.mode == "proxyless":
+            if self._arch_phase and self._current_probs is not None:
+                return self._current_probs
             return [F.softmax(a, -1) for a in self.alphas]
         if self.mode == "spos":
             return self.probabilities()
         out = []
+        zero = next(self.parameters()).new_zeros(())
         for i, m in enumerate(self.layers_):
             ws = m.candidate_weights()
-            vec = [torch.zeros(()) for _ in self.slot_layers[i]]
+            vec = [zero for _ in self.slot_layers[i]]
             for cfg, w in ws.items():
                 j = self._config_candidate(i, cfg)
                 vec[j] = vec[j] + w
@@ -695,10 +743,7 @@ class Supernet(nn.Module):
         per_layer = table.per_layer
         if len(per_layer) != self.num_layers or any(len(r) != len(l) for r, l in zip(per_layer, self.slot_layers)):
             raise SearchError("latency table does not fit the supernet's layers/candidates")
-        total = torch.tensor(float(table.fixed_ms))
-        for w, row in zip(self.layer_weights(), per_layer):
-            total = total + (w * torch.tensor(row, dtype=w.dtype)).sum()
-        return total
+        return table.expected(self.layer_weights())
 
     # ------------------------------------------------------------------ export
     def subnet(self, choices: Sequence[int]) -> HwnasNet:
@@ -727,4 +772,4 @@ class Supernet(nn.Module):
         return f"mode={self.mode}, space={self.space.name}, layers={self.num_layers}"
 
 
-__all__ = ["Supernet", "Superkernel", "MODES", "indicator"]
+__all__ = ["Supernet", "Superkernel", "MODES", "indicator", "host_probs"]
