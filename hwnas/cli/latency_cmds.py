@@ -243,20 +243,23 @@ def table_estimate(device, space, resolution, out) -> None:
 
 @table_group.command("fit-costmodel")
 @click.option("--device", required=True, help="Device file to refit (e.g. pixel1).")
-@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="published_latencies.csv (its MobileNetV2 slim_mnv2v3 rows are used, nothing else).")
+@click.option("--data", "data_root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The public data folder (../shared/data); the device's cost_model section names the sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit report as JSON.")
-def table_fit(device, csv_path, as_json) -> None:
+def table_fit(device, data_root, as_json) -> None:
     """Refit an estimated device's cost-model parameters and rewrite its cost_model section."""
     from hwnas.latency.costmodel import refit_device
     from hwnas.latency.devices import get_device
 
     dev = get_device(device)
-    report = refit_device(dev.source, csv_path)
+    report = refit_device(dev.source, data_root)
     if as_json:
         print_json(report)
         return
     for r in report["rows"]:
         click.echo(f"  {r['model']:<24} published {r['published_ms']:>7.1f} ms  estimate {r['estimate_ms']:>8.2f} ms "
                    f"({r['error_pct']:+.2f} %)")
+    for name, e in report.get("per_source", {}).items():
+        click.echo(f"  {name:<22} n={e['n']:<5} within ±10 % {100 * e['within_10pct']:5.1f} %  MAPE {e['mape_pct']:5.1f} %"
+                   f"  Spearman {e['spearman']:.3f}  factor {e['factor']:g}")
     click.echo(f"max |error| {report['max_abs_error_pct']} %, RMSPE {report['rmspe_pct']} % -> {dev.source}")

@@ -62,12 +62,20 @@ class CostModelSpec(_Strict):
     """An analytical cost model standing in for measurements (estimated devices).
 
     ``kind`` names the model in :mod:`hwnas.latency.costmodel`; ``params`` its global parameters;
-    ``fitted_on`` / ``refit`` say where they came from and how to reproduce them.
+    ``fitted_on`` / ``refit`` say where they came from and how to reproduce them. ``mobile-cpu-v2``
+    also names its fitting ``sources`` (:mod:`hwnas.latency.sources`), the ``anchor`` source whose
+    setup the estimate ``represents`` (factor 1), the ``source_factors`` of the others and the
+    ``held_out`` sources that are only evaluated.
     """
 
-    kind: Literal["mobile-cpu-v1"] = "mobile-cpu-v1"
+    kind: Literal["mobile-cpu-v1", "mobile-cpu-v2"] = "mobile-cpu-v1"
     params: dict[str, float]
+    anchor: str = ""
+    sources: list[str] = Field(default_factory=list)
+    held_out: list[str] = Field(default_factory=list)
+    source_factors: dict[str, float] = Field(default_factory=dict)
     fitted_on: str = ""
+    represents: str = ""
     refit: str = ""
     fit_report: dict[str, Any] = Field(default_factory=dict)
 
