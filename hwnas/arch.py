@@ -280,14 +280,19 @@ class HeadSpec:
 
     Attributes:
         conv: 1×1 conv → BN → activation before global pooling (MobileNetV2's 1280 conv), or None.
-            Under a width multiplier > 1 its channels grow, never shrink (MobileNetV2 §4).
-        prelogits_channels: MobileNetV3's 1×1 conv (with bias, no BN) after pooling, or None.
+        prelogits_channels: MobileNetV3's 1×1 conv (with bias, no BN) after pooling, or None. Never
+            scaled by the width multiplier (timm ``MobileNetV3.head_hidden_size``).
         prelogits_activation: activation after that conv.
+        width_rule: how the head conv follows the width multiplier, per network as published:
+            ``grow`` = ``max(C, scaled C)`` (MobileNetV2 §4; timm ``mobilenetv2``), ``fixed`` = C at every
+            width (MnasNet; timm ``_gen_mnasnet_a1`` passes 1280 unscaled), ``scale`` = scaled like every
+            other conv (MobileNetV3's 960 conv, TF slim / timm; EfficientNet ``round_chs_fn(1280)``).
     """
 
     conv: BlockSpec | None = None
     prelogits_channels: int | None = None
     prelogits_activation: str = "hswish"
+    width_rule: str = "grow"
 
     def __post_init__(self) -> None:
         if self.conv is not None and (self.conv.kind != "conv" or self.conv.kernel != 1 or self.conv.stride != 1):
@@ -299,6 +304,12 @@ class HeadSpec:
         if self.prelogits_activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation '{self.prelogits_activation}'", source="head",
                             field="prelogits_activation")
+        if self.width_rule not in HEAD_WIDTH_RULES:
+            raise SpecError(f"unknown head width rule '{self.width_rule}'; expected one of "
+                            f"{', '.join(HEAD_WIDTH_RULES)}", source="head", field="width_rule")
+
+
+HEAD_WIDTH_RULES = ("grow", "fixed", "scale")
 
 
 @dataclass(frozen=True)
@@ -455,7 +466,9 @@ class ArchSpec:
                 add(f"stages.{si}.{bi}", self._resolved(block, c), si)
         if self.head.conv is not None:
             head = self.head.conv
-            head_c = max(head.out_channels, self.channels(head.out_channels))
+            scaled = self.channels(head.out_channels)
+            head_c = {"grow": max(head.out_channels, scaled), "fixed": head.out_channels,
+                      "scale": scaled}[self.head.width_rule]
             add("head", replace(head, out_channels=head_c))
         out.append(Layer("classifier", None, (h, w, c), (1, 1, self.classifier.num_classes)))
         return out
@@ -537,6 +550,7 @@ class ArchSpec:
             "conv": self.head.conv.to_compact() if self.head.conv is not None else None,
             "prelogits_channels": self.head.prelogits_channels,
             "prelogits_activation": self.head.prelogits_activation,
+            **({"width_rule": self.head.width_rule} if self.head.width_rule != "grow" else {}),
         }
         d["classifier"] = {"num_classes": self.classifier.num_classes, "dropout": self.classifier.dropout}
         return d
@@ -571,14 +585,15 @@ class ArchSpec:
             head_raw = data.get("head") or {}
             if not isinstance(head_raw, dict):
                 raise SpecError("expected a mapping", source=source, field="head")
-            unknown_head = set(head_raw) - {"conv", "prelogits_channels", "prelogits_activation"}
+            unknown_head = set(head_raw) - {"conv", "prelogits_channels", "prelogits_activation", "width_rule"}
             if unknown_head:
                 raise SpecError(f"unknown field 'head.{sorted(unknown_head)[0]}'", source=source, field="head")
             head = HeadSpec(
                 conv=BlockSpec.from_any(head_raw["conv"], source=f"{source}: head.conv")
                 if head_raw.get("conv") is not None else None,
                 prelogits_channels=head_raw.get("prelogits_channels"),
-                prelogits_activation=head_raw.get("prelogits_activation", "hswish"))
+                prelogits_activation=head_raw.get("prelogits_activation", "hswish"),
+                width_rule=head_raw.get("width_rule", "grow"))
             cls_raw = data.get("classifier") or {}
             if not isinstance(cls_raw, dict):
                 raise SpecError("expected a mapping", source=source, field="classifier")
@@ -653,6 +668,8 @@ class ArchSpec:
             parts.append(f"head={self.head.conv.to_compact()}")
         if self.head.prelogits_channels is not None:
             parts.append(f"prelogits=c{self.head.prelogits_channels}_{_ACT_TO_TOKEN[self.head.prelogits_activation]}")
+        if self.head.width_rule != "grow":
+            parts.append(f"headwidth={self.head.width_rule}")
         parts.append(f"classes={self.classifier.num_classes}")
         if self.classifier.dropout:
             parts.append(f"dropout={_fmt_num(self.classifier.dropout)}")
@@ -672,6 +689,7 @@ class ArchSpec:
         head = HeadSpec()
         prelogits: tuple[int, str] | None = None
         head_conv = None
+        head_rule = "grow"
         classes, dropout = 1000, 0.0
         stem = None
         stages: list[list[BlockSpec]] = [[]]
@@ -697,6 +715,8 @@ class ArchSpec:
                         stem = BlockSpec.from_compact(value)
                     elif key == "head":
                         head_conv = BlockSpec.from_compact(value)
+                    elif key == "headwidth":
+                        head_rule = value
                     elif key == "prelogits":
                         m = re.fullmatch(r"c(\d+)_(re|r6|hs|sw)", value)
                         if not m:
@@ -708,7 +728,7 @@ class ArchSpec:
                         dropout = float(value)
                     else:
                         raise SpecError(f"unknown option '{key}='; expected name, in, width, divisor, se, stem, "
-                                        "head, prelogits, classes, dropout", source=source, field=key)
+                                        "head, headwidth, prelogits, classes, dropout", source=source, field=key)
                 except SpecError as err:
                     raise SpecError(f"{err.source + ': ' if err.source else ''}{err.detail}", source=source,
                                     field=key) from None
@@ -722,9 +742,10 @@ class ArchSpec:
         if any(not s for s in stages):
             raise SpecError("empty stage (two '|' in a row, or '|' at an end)", source=source, field="stages")
         if prelogits is not None:
-            head = HeadSpec(conv=head_conv, prelogits_channels=prelogits[0], prelogits_activation=prelogits[1])
+            head = HeadSpec(conv=head_conv, prelogits_channels=prelogits[0], prelogits_activation=prelogits[1],
+                            width_rule=head_rule)
         else:
-            head = HeadSpec(conv=head_conv)
+            head = HeadSpec(conv=head_conv, width_rule=head_rule)
         return cls(stem=stem, stages=tuple(tuple(s) for s in stages), head=head,
                    classifier=ClassifierSpec(num_classes=classes, dropout=dropout), **opts)
 

@@ -40,11 +40,12 @@ class ZooEntry:
 
 
 def _arch(name: str, stem: str, stages: list[list[str]], head: str | None, *, dropout: float = 0.2,
-          prelogits: int | None = None, se_style: str = "efficientnet") -> ArchSpec:
+          prelogits: int | None = None, se_style: str = "efficientnet", head_rule: str = "grow") -> ArchSpec:
     return ArchSpec(
         stem=BlockSpec.from_compact(stem),
         stages=tuple(tuple(BlockSpec.from_compact(b) for b in s) for s in stages),
-        head=HeadSpec(conv=BlockSpec.from_compact(head) if head else None, prelogits_channels=prelogits),
+        head=HeadSpec(conv=BlockSpec.from_compact(head) if head else None, prelogits_channels=prelogits,
+                      width_rule=head_rule),
         classifier=ClassifierSpec(num_classes=1000, dropout=dropout),
         resolution=224, se_style=se_style, name=name)
 
@@ -71,14 +72,14 @@ def mnasnet_a1() -> ArchSpec:
               _repeat("ir_k3_e6_s1_c112_se0.25", 2, "re"),
               _repeat("ir_k5_e6_s2_c160_se0.25", 3, "re"),
               _repeat("ir_k3_e6_s1_c320", 1, "re")]
-    return _arch("mnasnet-a1", "cn_k3_s2_c32_re", stages, "cn_k1_s1_c1280_re")
+    return _arch("mnasnet-a1", "cn_k3_s2_c32_re", stages, "cn_k1_s1_c1280_re", head_rule="fixed")
 
 
 def efficientnet_b0() -> ArchSpec:
     stages = [["ds_k3_s1_c16_se0.25_sw"]]
     for k, c, n, s in ((3, 24, 2, 2), (5, 40, 2, 2), (3, 80, 3, 2), (5, 112, 3, 1), (5, 192, 4, 2), (3, 320, 1, 1)):
         stages.append(_repeat(f"ir_k{k}_e6_s{s}_c{c}_se0.25", n, "sw"))
-    return _arch("efficientnet-b0", "cn_k3_s2_c32_sw", stages, "cn_k1_s1_c1280_sw")
+    return _arch("efficientnet-b0", "cn_k3_s2_c32_sw", stages, "cn_k1_s1_c1280_sw", head_rule="scale")
 
 
 def mobilenetv3_large() -> ArchSpec:
@@ -89,7 +90,7 @@ def mobilenetv3_large() -> ArchSpec:
               _repeat("ir_k3_e6_s1_c112_se0.25", 2, "hs"),
               _repeat("ir_k5_e6_s2_c160_se0.25", 3, "hs")]
     return _arch("mobilenetv3-large", "cn_k3_s2_c16_hs", stages, "cn_k1_s1_c960_hs", prelogits=1280,
-                 se_style="mobilenetv3")
+                 se_style="mobilenetv3", head_rule="scale")
 
 
 def mobilenetv3_small() -> ArchSpec:
@@ -99,7 +100,7 @@ def mobilenetv3_small() -> ArchSpec:
               _repeat("ir_k5_e3_s1_c48_se0.25", 2, "hs"),
               _repeat("ir_k5_e6_s2_c96_se0.25", 3, "hs")]
     return _arch("mobilenetv3-small", "cn_k3_s2_c16_hs", stages, "cn_k1_s1_c576_hs", prelogits=1024,
-                 se_style="mobilenetv3")
+                 se_style="mobilenetv3", head_rule="scale")
 
 
 def proxylessnas_mobile() -> ArchSpec:

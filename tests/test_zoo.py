@@ -79,3 +79,30 @@ def test_width_multiplier_follows_mobilenetv2_rounding():
     assert layers[-2].out_shape[2] == 1280
     # 0.35 / 1.4 widths match timm's mobilenetv2_035 / 140 parameter counts
     assert count(get_zoo("mobilenetv2").arch.with_width(1.4)).params == pytest.approx(6.11e6, rel=0.01)
+
+
+@pytest.mark.parametrize("name,width,params,macs", [
+    # timm results/benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv (@aa4b5850): semnasnet_140 6.11 M,
+    # mobilenetv3_large_075 3.99 M / 0.16 GMACs; Howard et al. 2019 Table 3: V3-Large 0.75 4.0 M, 155 M MAdds
+    ("mnasnet-a1", 1.4, 6.11e6, None),
+    ("mobilenetv3-large", 0.75, 3.99e6, 155e6),
+])
+def test_published_width_multiplier_param_counts(name, width, params, macs):
+    cost = count(get_zoo(name).arch.with_width(width))
+    assert cost.params == pytest.approx(params, rel=0.002)
+    if macs:
+        assert cost.macs == pytest.approx(macs, rel=0.01)
+
+
+def test_head_width_rules_per_network():
+    # MnasNet keeps its 1280 head at every width; MobileNetV3 scales its 960 conv (prelogits stay 1280);
+    # MobileNetV2 grows, never shrinks
+    def head(name, width):
+        return get_zoo(name).arch.with_width(width).layers()[-2].out_shape[2]
+
+    assert head("mnasnet-a1", 1.4) == 1280 and head("mnasnet-a1", 0.5) == 1280
+    assert head("mobilenetv3-large", 0.75) == 720 and head("mobilenetv3-large", 1.25) == 1200
+    assert head("mobilenetv2", 1.4) == 1792 and head("mobilenetv2", 0.5) == 1280
+    arch = get_zoo("mnasnet-a1").arch.with_width(1.4)
+    assert type(arch).from_compact(arch.to_compact()) == arch
+    assert type(arch).from_yaml(arch.to_yaml()) == arch

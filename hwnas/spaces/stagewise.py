@@ -33,6 +33,7 @@ class StagewiseSpace(SearchSpace):
     depths: tuple[int, ...]
     first_strides: tuple[int, ...]
     head_channels: int = 1280
+    head_rule: str = "grow"  # HeadSpec.width_rule: how the head conv follows the width multiplier
     dropout: float = 0.2
 
     def __init__(self, resolution: int | None = None, num_classes: int = 1000, in_channels: int = 3,
@@ -94,7 +95,8 @@ class StagewiseSpace(SearchSpace):
         act = self.activation
         return ArchSpec(stem=BlockSpec.from_compact(f"cn_k3_s{stem_stride}_c{self.stem_channels}_{act}"),
                         stages=tuple(stages),
-                        head=HeadSpec(conv=BlockSpec.from_compact(f"cn_k1_s1_c{self.head_channels}_{act}")),
+                        head=HeadSpec(conv=BlockSpec.from_compact(f"cn_k1_s1_c{self.head_channels}_{act}"),
+                                      width_rule=self.head_rule),
                         classifier=ClassifierSpec(self.num_classes, self.dropout), name=self.name)
 
     def _covering_members(self) -> Iterable[Choices]:
@@ -137,6 +139,7 @@ class MnasNetSpace(StagewiseSpace):
     """MnasNet's factorized hierarchical space (Tan et al. 2019, §4.1)."""
 
     base_name = "mnasnet"
+    head_rule = "fixed"  # MnasNet keeps its 1280 head at every width (timm _gen_mnasnet_a1)
     widths = (16, 24, 40, 80, 112, 160, 320)
     depths = (1, 2, 3, 4, 3, 3, 1)
     first_strides = (1, 2, 2, 2, 1, 2, 1)
@@ -169,6 +172,7 @@ class EfficientNetSpace(StagewiseSpace):
     """Per-stage kernel/expansion/depth around EfficientNet-B0 (Tan & Le 2019, Table 1)."""
 
     base_name = "efficientnet"
+    head_rule = "scale"  # EfficientNet scales its head with the width (timm round_chs_fn(1280))
     widths = (16, 24, 40, 80, 112, 192, 320)
     depths = (1, 2, 2, 3, 3, 4, 1)
     first_strides = (1, 2, 2, 2, 1, 2, 1)
@@ -195,4 +199,5 @@ class EfficientNetLiteSpace(EfficientNetSpace):
     """EfficientNet-Lite form of the space: ReLU6, no squeeze-excite (int8/Edge TPU friendly)."""
 
     base_name = "efficientnet-lite"
+    head_rule = "fixed"  # EfficientNet-Lite keeps stem and head fixed (timm _gen_efficientnet_lite fix_stem_head)
     lite = True
