@@ -16,6 +16,9 @@ Block vocabulary (compact prefixes in brackets):
   residual when the shape is kept.
 * ``dsconv`` [``ds``] — depthwise-separable conv (expansion 1): k×k depthwise → optional SE →
   1×1 linear projection, residual when the shape is kept.
+* ``fused_mbconv`` [``er``] — fused-MBConv (Tan & Le 2021, EfficientNetV2 §3.2, Fig. 2; timm's
+  ``EdgeResidual``): k×k conv expanding to ``expansion × in`` channels (stride) → optional
+  squeeze-excite → 1×1 linear projection → identity residual when the shape is kept.
 * ``conv`` [``cn``] — plain conv → BatchNorm → activation.
 * ``skip`` — identity; the zero/skip op of a searchable layer. It must keep the shape.
 
@@ -36,13 +39,15 @@ import yaml
 
 from hwnas.errors import SpecError
 
-BLOCK_KINDS = ("mbconv", "dsconv", "conv", "skip")
+BLOCK_KINDS = ("mbconv", "fused_mbconv", "dsconv", "conv", "skip")
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish")
 SE_STYLES = ("efficientnet", "mobilenetv3")
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
 
-_KIND_TO_PREFIX = {"mbconv": "ir", "dsconv": "ds", "conv": "cn", "skip": "skip"}
+_KIND_TO_PREFIX = {"mbconv": "ir", "fused_mbconv": "er", "dsconv": "ds", "conv": "cn", "skip": "skip"}
+# kinds with an expansion ratio (mid channels = make_divisible(in * e, 8))
+EXPANDING_KINDS = ("mbconv", "fused_mbconv")
 _PREFIX_TO_KIND = {v: k for k, v in _KIND_TO_PREFIX.items()}
 _ACT_TO_TOKEN = {"relu": "re", "relu6": "r6", "hswish": "hs", "swish": "sw"}
 _TOKEN_TO_ACT = {v: k for k, v in _ACT_TO_TOKEN.items()}
@@ -89,12 +94,12 @@ class BlockSpec:
     """One block of a network.
 
     Attributes:
-        kind: ``mbconv`` | ``dsconv`` | ``conv`` | ``skip``.
+        kind: ``mbconv`` | ``fused_mbconv`` | ``dsconv`` | ``conv`` | ``skip``.
         out_channels: base output channels (before the width multiplier). ``None`` only for
             ``skip`` (keeps the input channels).
         kernel: kernel size of the spatial (depthwise for mbconv/dsconv) conv: 1, 3, 5 or 7.
         stride: 1 or 2.
-        expansion: expansion ratio of ``mbconv`` (mid channels = ``make_divisible(in * e, 8)``);
+        expansion: expansion ratio of ``mbconv`` / ``fused_mbconv`` (mid channels = ``make_divisible(in * e, 8)``);
             1 for the other kinds.
         se_ratio: squeeze-excite ratio in [0, 1); 0 means no SE.
         activation: ``relu`` | ``relu6`` | ``hswish`` | ``swish``.
@@ -142,8 +147,9 @@ class BlockSpec:
         if self.kernel not in KERNELS:
             what = "an odd kernel" if isinstance(self.kernel, int) and self.kernel % 2 == 0 else "a kernel"
             raise SpecError(f"expected {what} in {KERNELS}, got {self.kernel}", source=src, field="kernel")
-        if self.kind in ("mbconv", "dsconv") and self.kernel == 1:
-            raise SpecError("a depthwise kernel must be 3, 5 or 7, got 1", source=src, field="kernel")
+        if self.kind in ("mbconv", "fused_mbconv", "dsconv") and self.kernel == 1:
+            what = "fused-MBConv" if self.kind == "fused_mbconv" else "depthwise"
+            raise SpecError(f"a {what} kernel must be 3, 5 or 7, got 1", source=src, field="kernel")
         if self.stride not in STRIDES:
             raise SpecError(f"expected stride 1 or 2, got {self.stride}", source=src, field="stride")
         if not (0.0 <= self.se_ratio < 1.0):
@@ -154,7 +160,7 @@ class BlockSpec:
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation '{self.activation}'; expected one of {', '.join(ACTIVATIONS)}",
                             source=src, field="activation")
-        if self.kind == "mbconv":
+        if self.kind in EXPANDING_KINDS:
             if not (self.expansion > 0):
                 raise SpecError(f"expected a positive expansion ratio, got {self.expansion}",
                                 source=src, field="expansion")
@@ -177,7 +183,7 @@ class BlockSpec:
         if self.kind == "skip":
             return "skip" if self.out_channels is None else f"skip_c{self.out_channels}"
         parts = [_KIND_TO_PREFIX[self.kind], f"k{self.kernel}"]
-        if self.kind == "mbconv":
+        if self.kind in EXPANDING_KINDS:
             parts.append(f"e{_fmt_num(self.expansion)}")
         parts += [f"s{self.stride}", f"c{self.out_channels}"]
         if self.se_ratio > 0:
@@ -193,7 +199,7 @@ class BlockSpec:
     def from_compact(cls, text: str) -> "BlockSpec":
         """Parse a block string such as ``ir_k5_e6_s2_c40_se0.25_hs``.
 
-        Tokens after the kind prefix (``ir``, ``ds``, ``cn``, ``skip``): ``k<kernel>``,
+        Tokens after the kind prefix (``ir``, ``er``, ``ds``, ``cn``, ``skip``): ``k<kernel>``,
         ``e<expansion>``, ``s<stride>``, ``c<channels>``, ``se<ratio>``, ``g<groups>``, an activation
         (``re`` relu, ``r6`` relu6, ``hs`` hswish, ``sw`` swish; default relu), ``noskip``.
 
@@ -207,7 +213,7 @@ class BlockSpec:
         prefix = tokens[0]
         if prefix not in _PREFIX_TO_KIND:
             raise SpecError(f"unknown block kind '{prefix}'; expected one of "
-                            f"{', '.join(_PREFIX_TO_KIND)} (ir=mbconv, ds=dsconv, cn=conv)",
+                            f"{', '.join(_PREFIX_TO_KIND)} (ir=mbconv, er=fused_mbconv, ds=dsconv, cn=conv)",
                             source=f"block '{text}'", field="kind")
         kind = _PREFIX_TO_KIND[prefix]
         values: dict[str, Any] = {"kind": kind}
@@ -237,7 +243,7 @@ class BlockSpec:
             for key, name in (("k", "kernel"), ("s", "stride"), ("c", "out_channels")):
                 if name not in values:
                     raise SpecError(f"missing '{key}<{name}>' token", source=f"block '{text}'", field=name)
-            if kind == "mbconv" and "expansion" not in values:
+            if kind in EXPANDING_KINDS and "expansion" not in values:
                 raise SpecError("missing 'e<expansion>' token", source=f"block '{text}'", field="expansion")
         try:
             block = cls(**values)
@@ -355,16 +361,17 @@ class Layer:
     def has_residual(self) -> bool:
         """Whether an identity shortcut is added (shape kept, block allows it)."""
         b = self.block
-        return (b is not None and b.kind in ("mbconv", "dsconv", "conv") and b.residual and b.stride == 1
+        return (b is not None and b.kind in ("mbconv", "fused_mbconv", "dsconv", "conv") and b.residual and b.stride == 1
                 and self.name not in ("stem", "head") and self.in_shape == self.out_shape)
 
     @property
     def mid_channels(self) -> int:
-        """Channels of the depthwise conv: ``make_divisible(in * expansion, 8)`` for mbconv."""
+        """Channels of the depthwise conv (mbconv) or of the fused k×k conv's output (fused_mbconv):
+        ``make_divisible(in * expansion, 8)``; the input channels for the other kinds."""
         b = self.block
         if b is None or b.kind == "skip":
             return self.in_shape[2]
-        if b.kind == "mbconv":
+        if b.kind in EXPANDING_KINDS:
             return make_divisible(self.in_shape[2] * b.expansion, 8)
         return self.in_shape[2]
 
@@ -758,4 +765,4 @@ class ArchSpec:
 
 
 __all__ = ["ArchSpec", "BlockSpec", "HeadSpec", "ClassifierSpec", "Layer", "make_divisible", "same_padding",
-           "same_output_size", "BLOCK_KINDS", "ACTIVATIONS"]
+           "same_output_size", "BLOCK_KINDS", "EXPANDING_KINDS", "ACTIVATIONS"]

@@ -59,9 +59,11 @@ class OpKey:
 
     @property
     def kind(self) -> str:
-        """``mbconv`` | ``dsconv`` | ``conv`` | ``skip`` | ``classifier``."""
+        """``mbconv`` | ``fused_mbconv`` | ``dsconv`` | ``conv`` | ``skip`` | ``classifier``."""
+        from hwnas.arch import _PREFIX_TO_KIND
+
         prefix = self.op.split("_", 1)[0]
-        return {"ir": "mbconv", "ds": "dsconv", "cn": "conv", "skip": "skip"}.get(prefix, prefix)
+        return _PREFIX_TO_KIND.get(prefix, prefix)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

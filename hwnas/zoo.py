@@ -1,4 +1,4 @@
-"""Reference architectures at 224×224, each with its published parameter count and MACs.
+"""Reference architectures (224×224 unless noted), each with its published parameter count and MACs.
 
 Sources of the definitions and figures:
 
@@ -13,6 +13,10 @@ Sources of the definitions and figures:
 * EfficientNet-B0 — Tan & Le 2019, Table 1: 5.3 M params, 390 M MACs (timm 5.29 M, 0.39 G).
 * MobileNetV3-Large/Small 1.0 — Howard et al. 2019, Tables 1–2: 5.4 M / 219 M and 2.5 M / 56 M
   (timm ``mobilenetv3_large_100`` 5.48 M / 217 M, ``mobilenetv3_small_100`` 2.54 M / 57 M).
+* EfficientNetV2-B0 / -S — Tan & Le 2021, Table 4 (S); definitions as timm's
+  ``tf_efficientnetv2_b0`` / ``tf_efficientnetv2_s`` (TF-SAME padding, BN eps aside): 7.14 M params /
+  0.73 G MACs at 224 and 21.46 M / 5.35 G MACs at 300 (timm's results/benchmark-infer-amp-nchw-pt240
+  table). EfficientNetV2-S is pinned at 300, timm's training resolution; every other net at 224.
 
 ``ZOO[name].arch`` is the :class:`ArchSpec`; ``.params`` and ``.macs`` the published figures used by
 the tests, ``.source`` where they come from.
@@ -29,7 +33,7 @@ from hwnas.errors import SpecError, UnknownNameError
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A reference net: its ArchSpec and published figures (params count, MACs at 224)."""
+    """A reference net: its ArchSpec and published figures (params count, MACs at ``arch.resolution``)."""
 
     name: str
     arch: ArchSpec
@@ -80,6 +84,22 @@ def efficientnet_b0() -> ArchSpec:
     for k, c, n, s in ((3, 24, 2, 2), (5, 40, 2, 2), (3, 80, 3, 2), (5, 112, 3, 1), (5, 192, 4, 2), (3, 320, 1, 1)):
         stages.append(_repeat(f"ir_k{k}_e6_s{s}_c{c}_se0.25", n, "sw"))
     return _arch("efficientnet-b0", "cn_k3_s2_c32_sw", stages, "cn_k1_s1_c1280_sw", head_rule="scale")
+
+
+def efficientnetv2(variant: str) -> ArchSpec:
+    """EfficientNetV2-B0 or -S (timm ``tf_efficientnetv2_b0`` / ``tf_efficientnetv2_s``): a conv stage
+    with identity shortcuts, two fused-MBConv stages, three MBConv stages with SE 0.25; swish."""
+    if variant == "b0":
+        stem, res = "cn_k3_s2_c32", 224
+        plan = (("cn_k3_s1_c16", 1), ("er_k3_e4_s2_c32", 2), ("er_k3_e4_s2_c48", 2), ("ir_k3_e4_s2_c96_se0.25", 3),
+                ("ir_k3_e6_s1_c112_se0.25", 5), ("ir_k3_e6_s2_c192_se0.25", 8))
+    else:
+        stem, res = "cn_k3_s2_c24", 300
+        plan = (("cn_k3_s1_c24", 2), ("er_k3_e4_s2_c48", 4), ("er_k3_e4_s2_c64", 4), ("ir_k3_e4_s2_c128_se0.25", 6),
+                ("ir_k3_e6_s1_c160_se0.25", 9), ("ir_k3_e6_s2_c256_se0.25", 15))
+    stages = [_repeat(block, n, "sw") for block, n in plan]
+    arch = _arch(f"efficientnetv2-{variant}", f"{stem}_sw", stages, "cn_k1_s1_c1280_sw")
+    return arch.with_resolution(res)
 
 
 def mobilenetv3_large() -> ArchSpec:
@@ -188,6 +208,10 @@ def _entries() -> dict[str, ZooEntry]:
                  "Howard et al. 2019 Table 3; timm mobilenetv3_large_100"),
         ZooEntry("mobilenetv3-small", mobilenetv3_small(), 2.54e6, 57e6,
                  "Howard et al. 2019 Table 4; timm mobilenetv3_small_100"),
+        ZooEntry("efficientnetv2-b0", efficientnetv2("b0"), 7.14e6, 0.73e9,
+                 "Tan & Le 2021; timm tf_efficientnetv2_b0 at 224", "efficientnetv2"),
+        ZooEntry("efficientnetv2-s", efficientnetv2("s"), 21.46e6, 5.35e9,
+                 "Tan & Le 2021 Table 4; timm tf_efficientnetv2_s at 300 (MACs at 300 px)"),
     ]
     return {e.name: e for e in entries}
 
@@ -226,7 +250,7 @@ def load_arch(ref: str, *, width: float | None = None, resolution: int | None = 
     from pathlib import Path
 
     ref = ref.strip()
-    if re.fullmatch(r"(ir|ds|cn|skip)(_\S*)?", ref):
+    if re.fullmatch(r"(ir|er|ds|cn|skip)(_\S*)?", ref):
         raise SpecError(f"'{ref}' is a single block, not a whole architecture; give a compact architecture "
                         "such as 'res224 stem=cn_k3_s2_c32_r6 " + ref + " head=cn_k1_s1_c1280_r6', a YAML file "
                         "or a zoo name")

@@ -99,6 +99,8 @@ KIND_CASES = {
                       "ir_k5_e3_s1_c24_se0.25_hs head=cn_k1_s1_c96_hs prelogits=c128_hs classes=10",
     "group_conv": "res32 stem=cn_k3_s2_c16_re ir_k3_e1_s1_c16_g2_re ir_k5_e1_s2_c32_g2_re ir_k3_e3_s1_c32_g2_re "
                   "head=cn_k1_s1_c64_re classes=10",
+    "fused_mbconv": "res32 stem=cn_k3_s2_c16_sw er_k3_e4_s1_c16_sw er_k5_e4_s2_c24_se0.25_sw er_k3_e1_s1_c24_sw "
+                    "head=cn_k1_s1_c64_sw classes=10",
     "skip": "res32 stem=cn_k3_s2_c16_r6 ir_k3_e6_s1_c24_r6 skip ir_k3_e6_s1_c24_r6 skip "
             "head=cn_k1_s1_c64_r6 classes=10",
     "dsconv_noskip": "res32 stem=cn_k3_s1_c16_re ds_k3_s1_c16_re_noskip ds_k5_s2_c24_re ds_k7_s1_c24_re "
@@ -127,7 +129,8 @@ def test_zoo_parity(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("space_name", ["mobilenetv2", "fbnet", "mnasnet", "efficientnet", "efficientnet-lite"])
+@pytest.mark.parametrize("space_name", ["mobilenetv2", "fbnet", "mnasnet", "efficientnet", "efficientnet-lite",
+                                        "mobilenetv3", "efficientnetv2"])
 def test_space_members_parity(space_name):
     space = get_space(space_name, resolution=32, num_classes=10)
     rng = random.Random(1234)

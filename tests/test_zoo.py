@@ -45,7 +45,7 @@ def test_counter_matches_built_module(name):
     cost = count(arch)
     model = build_model(arch)
     assert sum(p.numel() for p in model.parameters()) == cost.params
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, arch.resolution, arch.resolution)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         out = model(x)
     assert out.shape == (1, 1000)
@@ -59,7 +59,11 @@ def test_zoo_nets_encode_into_their_space(name):
     space = get_space(entry.space)
     choices = space.encode(entry.arch)
     decoded = space.decode(choices)
-    assert decoded.stages == entry.arch.stages
+    # spaces with a depth range place skip blocks where a stage is shallower than its deepest form
+    def no_skip(arch):
+        return [[b for b in s if b.kind != "skip"] for s in arch.stages]
+
+    assert no_skip(decoded) == no_skip(entry.arch)
     assert decoded.stem == entry.arch.stem and decoded.head == entry.arch.head
 
 

@@ -30,22 +30,22 @@ def spaces_cmd(as_json: bool) -> None:
 @main.command("zoo")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def zoo_cmd(as_json: bool) -> None:
-    """List the reference architectures with published and computed params/MACs at 224."""
+    """List the reference architectures with published and computed params/MACs (at 224 unless `res` says)."""
     from hwnas.nn.count import count
     from hwnas.zoo import ZOO
 
     rows = []
     for name, entry in ZOO.items():
         cost = count(entry.arch)
-        rows.append({"name": name, "params": cost.params, "macs": cost.macs, "published_params": entry.params,
+        rows.append({"name": name, "resolution": entry.arch.resolution, "params": cost.params, "macs": cost.macs, "published_params": entry.params,
                      "published_macs": entry.macs, "space": entry.space, "source": entry.source})
     if as_json:
         print_json(rows)
         return
-    print_table("model zoo (224x224)", ["name", "params", "MACs", "paper params", "paper MACs", "space"],
-                [[r["name"], fmt_millions(r["params"]), fmt_millions(r["macs"]), fmt_millions(r["published_params"]),
+    print_table("model zoo", ["name", "res", "params", "MACs", "paper params", "paper MACs", "space"],
+                [[r["name"], r["resolution"], fmt_millions(r["params"]), fmt_millions(r["macs"]), fmt_millions(r["published_params"]),
                   fmt_millions(r["published_macs"]), r["space"] or "-"] for r in rows],
-                right=["params", "MACs", "paper params", "paper MACs"])
+                right=["res", "params", "MACs", "paper params", "paper MACs"])
 
 
 @main.command("show")

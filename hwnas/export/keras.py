@@ -172,6 +172,14 @@ class _Builder:
                 y = self.se(y, f"{prefix}_se", mid, se, b.activation, tm=tm.se if tm is not None else None)
             y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, groups=b.groups,
                              tm=tm.project if tm is not None else None)
+        elif b.kind == "fused_mbconv":
+            mid = layer.mid_channels
+            y = self.conv_bn(x, f"{prefix}_expand", mid, b.kernel, b.stride, b.activation,
+                             tm=tm.expand if tm is not None else None)
+            se = layer.se_channels(self.se_style)
+            if se:
+                y = self.se(y, f"{prefix}_se", mid, se, b.activation, tm=tm.se if tm is not None else None)
+            y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, tm=tm.project if tm is not None else None)
         else:  # pragma: no cover - BlockSpec validates kinds
             raise ExportError(f"no Keras lowering for block kind '{b.kind}'")
         if layer.has_residual:
@@ -258,7 +266,7 @@ def keras_op_model(key, *, seed: int = 0):
     """A one-op Keras model for a latency-table key (for the latency profiler).
 
     Args:
-        key: :class:`hwnas.opkey.OpKey` (or its string form) of an ``mbconv`` | ``dsconv`` | ``conv`` |
+        key: :class:`hwnas.opkey.OpKey` (or its string form) of an ``mbconv`` | ``fused_mbconv`` | ``dsconv`` | ``conv`` |
             ``skip`` | ``classifier`` op.
         seed: seeds Keras' random initialisation (weights do not change the op's latency, only
             reproducibility).

@@ -6,7 +6,8 @@ Every op key is lowered to the kernels a float32 TFLite CPU graph runs for it (t
 exporters produce: ReLU/ReLU6 fused into the preceding conv; h-swish/swish, SE gates, channel
 shuffles and residual adds as separate element-wise kernels):
 
-* ``gemm``: 1×1 convs, the fully connected layer and the k×k full convs (stem) lowered by im2col;
+* ``gemm``: 1×1 convs, the fully connected layer and the k×k full convs (stem, fused-MBConv's
+  expansion) lowered by im2col;
 * ``dw``: depthwise k×k convs;
 * ``elem``: element-wise kernels and pooling (add, mul, h-swish, mean, shuffle).
 
@@ -143,10 +144,17 @@ def kernels(key: OpKey) -> list[KernelCost]:
         if g > 1:
             out.append(_elem("shuffle", h * w * mid, h * w * mid))
     kk = block.kernel * block.kernel
-    out.append(KernelCost("depthwise", "dw", oh * ow * _ceil(mid, TILE_C) * kk, BYTES * (h * w * mid + oh * ow * mid),
-                          BYTES * (kk * mid + mid), oh * ow))
-    if separate_act:
-        out.append(_elem("dw_act", oh * ow * mid, oh * ow * mid))
+    if block.kind == "fused_mbconv":  # k×k full conv (im2col GEMM) instead of 1×1 expand + depthwise
+        patches = oh * ow * kk * cin
+        out.append(_gemm(f"expand{block.kernel}x{block.kernel}", oh * ow, kk * cin, mid, kk * cin * mid + mid,
+                         extra_bytes=2 * BYTES * patches, in_elems=h * w * cin))
+        if separate_act:
+            out.append(_elem("expand_act", oh * ow * mid, oh * ow * mid))
+    else:
+        out.append(KernelCost("depthwise", "dw", oh * ow * _ceil(mid, TILE_C) * kk,
+                              BYTES * (h * w * mid + oh * ow * mid), BYTES * (kk * mid + mid), oh * ow))
+        if separate_act:
+            out.append(_elem("dw_act", oh * ow * mid, oh * ow * mid))
     se = layer.se_channels(key.se_style)
     if se:
         out.append(_elem("se_mean", oh * ow * mid, mid))

@@ -129,6 +129,30 @@ class MBConv(nn.Module):
         return x + y if self.has_residual else y
 
 
+class FusedMBConv(nn.Module):
+    """Fused-MBConv (Tan & Le 2021, EfficientNetV2 §3.2, Fig. 2; timm's ``EdgeResidual``).
+
+    k×k conv expanding ``in → mid`` (stride) → BN → act → [SE] → 1×1 linear projection
+    ``mid → out`` → BN → + identity when the shape is kept. NCHW.
+    """
+
+    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
+        super().__init__()
+        b = layer.block
+        h, w, cin = layer.in_shape
+        cout = layer.out_shape[2]
+        mid = layer.mid_channels
+        self.expand = ConvBnAct(cin, mid, b.kernel, b.stride, (h, w), b.activation)
+        se = layer.se_channels(se_style)
+        self.se = SqueezeExcite(mid, se, b.activation, se_style) if se else nn.Identity()
+        self.project = ConvBnAct(mid, cout, 1, 1, layer.out_shape[:2], None)
+        self.has_residual = layer.has_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.expand(x)))
+        return x + y if self.has_residual else y
+
+
 class DSConv(nn.Module):
     """Depthwise-separable conv: k×k depthwise → [SE] → 1×1 linear projection (+ identity). NCHW."""
 
@@ -183,4 +207,6 @@ def build_layer(layer: Layer, se_style: str = "efficientnet") -> nn.Module:
         return DSConv(layer, se_style)
     if b.kind == "mbconv":
         return MBConv(layer, se_style)
+    if b.kind == "fused_mbconv":
+        return FusedMBConv(layer, se_style)
     raise ValueError(f"unknown block kind {b.kind}")  # unreachable: BlockSpec validates kinds

@@ -63,9 +63,12 @@ def layer_cost(layer: Layer, se_style: str, *, num_classes: int | None = None,
         return _conv(oh, ow, cin, cout, b.kernel)
     parts = []
     mid = layer.mid_channels
-    if b.kind == "mbconv":
-        parts.append(_conv(h, w, cin, mid, 1, b.groups))
-    parts.append(_conv(oh, ow, mid, mid, b.kernel, groups=mid))
+    if b.kind == "fused_mbconv":
+        parts.append(_conv(oh, ow, cin, mid, b.kernel))
+    else:
+        if b.kind == "mbconv":
+            parts.append(_conv(h, w, cin, mid, 1, b.groups))
+        parts.append(_conv(oh, ow, mid, mid, b.kernel, groups=mid))
     se = layer.se_channels(se_style)
     if se:
         parts.append((mid * se + se, mid * se))

@@ -1,8 +1,9 @@
 """Search spaces and their registry: ``get_space("fbnet")``.
 
 Names: ``mobilenetv2`` (ProxylessNAS), ``fbnet``, ``mnasnet``, ``efficientnet``,
-``efficientnet-lite``, and a ``-cifar`` small-input variant of each for 32×32 data. Asking for a
-base name with ``resolution <= 64`` picks the small-input variant automatically.
+``efficientnet-lite``, ``mobilenetv3`` (OFA), ``efficientnetv2``, and a ``-cifar`` small-input
+variant of each for 32×32 data. Asking for a base name with ``resolution <= 64`` picks the
+small-input variant automatically.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from hwnas.errors import UnknownNameError
 from hwnas.spaces.base import Choices, Decision, SearchSpace
 from hwnas.spaces.layerwise import FBNetSpace, LayerwiseSpace, MobileNetV2Space
+from hwnas.spaces.mobile import EfficientNetV2Space, MobileNetV3Space
 from hwnas.spaces.stagewise import EfficientNetLiteSpace, EfficientNetSpace, MnasNetSpace, StagewiseSpace
 
 _BASE = {cls.name if hasattr(cls, "candidate_ops") else cls.base_name: cls
-         for cls in (MobileNetV2Space, FBNetSpace, MnasNetSpace, EfficientNetSpace, EfficientNetLiteSpace)}
+         for cls in (MobileNetV2Space, FBNetSpace, MnasNetSpace, EfficientNetSpace, EfficientNetLiteSpace,
+                     MobileNetV3Space, EfficientNetV2Space)}
 SMALL_INPUT_MAX_RESOLUTION = 64
 
 
@@ -46,4 +49,5 @@ def get_space(name: str, *, resolution: int | None = None, num_classes: int = 10
 
 
 __all__ = ["SearchSpace", "Decision", "Choices", "LayerwiseSpace", "StagewiseSpace", "get_space", "space_names",
-           "MobileNetV2Space", "FBNetSpace", "MnasNetSpace", "EfficientNetSpace", "EfficientNetLiteSpace"]
+           "MobileNetV2Space", "FBNetSpace", "MnasNetSpace", "EfficientNetSpace", "EfficientNetLiteSpace",
+           "MobileNetV3Space", "EfficientNetV2Space"]

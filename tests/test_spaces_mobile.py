@@ -1,0 +1,145 @@
+"""The MobileNetV3 (OFA) and EfficientNetV2 spaces and the fused-MBConv block kind they need."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.arch import ArchSpec, BlockSpec
+from hwnas.errors import SpecError
+from hwnas.latency.costmodel import kernels
+from hwnas.nn import build_model, count
+from hwnas.opkey import OpKey, arch_op_keys
+from hwnas.spaces import get_space
+from hwnas.zoo import get_zoo
+
+FUSED_NET = ("res32 stem=cn_k3_s2_c16_sw er_k3_e4_s1_c16_sw er_k5_e4_s2_c24_se0.25_sw er_k3_e1_s1_c24_sw "
+             "head=cn_k1_s1_c64_sw classes=10")
+
+
+# ------------------------------------------------------------------------------------------- fused-MBConv
+def test_fused_block_string_round_trips_and_validates():
+    b = BlockSpec.from_compact("er_k5_e4_s2_c48_se0.25_sw")
+    assert (b.kind, b.kernel, b.expansion, b.stride, b.out_channels) == ("fused_mbconv", 5, 4.0, 2, 48)
+    assert b.to_compact() == "er_k5_e4_s2_c48_se0.25_sw"
+    with pytest.raises(SpecError, match="expansion"):
+        BlockSpec.from_compact("er_k3_s1_c24")  # the expansion ratio is required, as for ir
+    with pytest.raises(SpecError, match="kernel"):
+        BlockSpec.from_compact("er_k1_e4_s1_c24")
+
+
+def test_fused_block_counts_match_the_module_and_timm_layout():
+    arch = ArchSpec.from_compact(FUSED_NET)
+    model = build_model(arch)
+    assert sum(p.numel() for p in model.parameters()) == count(arch).params
+    lay = arch.layers()[2]  # er_k5_e4_s2_c24_se0.25 on 16x16x16: 5x5 conv 16->64, SE from 16 in, 1x1 64->24
+    mid, se = 64, 4
+    want = 25 * 16 * mid + 2 * mid + (mid * se + se) + (se * mid + mid) + mid * 24 + 2 * 24
+    assert count(arch).layers[2].params == want and lay.mid_channels == mid
+    assert count(arch).layers[2].macs == 8 * 8 * (25 * 16 * mid + mid * 24) + 2 * mid * se
+    block = model.stages[0][1]
+    assert type(block).__name__ == "FusedMBConv" and block.expand.conv.conv.kernel_size == (5, 5)
+    assert block.expand.conv.conv.stride == (2, 2) and not hasattr(block, "depthwise")
+    y = model(torch.randn(2, 3, 32, 32))
+    assert y.shape == (2, 10)
+
+
+def test_fused_op_key_and_cost_model_kernels():
+    arch = ArchSpec.from_compact(FUSED_NET)
+    keys = [k for _, k in arch_op_keys(arch)]
+    fused = [k for k in keys if k.kind == "fused_mbconv"]
+    assert [str(k) for k in fused] == ["er_k3_e4_s1_c16_sw@16x16x16", "er_k5_e4_s2_c24_se0.25_sw@16x16x16",
+                                       "er_k3_e1_s1_c24_sw@8x8x24"]
+    assert OpKey.parse(str(fused[1])) == fused[1]
+    names = [k.name for k in kernels(fused[1])]
+    assert names[0] == "expand5x5" and "depthwise" not in names and "se_mul" in names
+    assert "add" in [k.name for k in kernels(fused[0])]  # residual where the shape is kept
+
+
+# ------------------------------------------------------------------------------------------- spaces
+def test_mobilenetv3_space_follows_ofa():
+    space = get_space("mobilenetv3")
+    assert len(space.decisions) == 20 and space.size == (9 * 9 * 10 * 10) ** 5
+    arch = space.decode(space.sample(random.Random(0)))
+    assert arch.se_style == "mobilenetv3" and arch.head.prelogits_channels == 1280
+    assert arch.stem.to_compact() == "cn_k3_s2_c16_hs" and arch.head.conv.out_channels == 960
+    for stage, (act, se) in zip(arch.stages[1:], [("relu", False), ("relu", True), ("hswish", False),
+                                                  ("hswish", True), ("hswish", True)]):
+        real = [b for b in stage if b.kind != "skip"]
+        assert 2 <= len(real) <= 4 and stage[0].kind == stage[1].kind == "mbconv"
+        assert all(b.activation == act and (b.se_ratio > 0) == se for b in real)
+        assert {b.kernel for b in real} <= {3, 5, 7} and {b.expansion for b in real} <= {3, 4, 6}
+    depths = {space.depth_of(space.sample(random.Random(i)))[0] for i in range(60)}
+    assert depths == {2, 3, 4}
+
+
+def test_efficientnetv2_space_contains_b0_and_fuses_early_stages():
+    space = get_space("efficientnetv2")
+    arch = space.decode(space.sample(random.Random(0)))
+    kinds = [{b.kind for b in s} - {"skip"} for s in arch.stages]
+    assert kinds == [{"conv"}, {"fused_mbconv"}, {"fused_mbconv"}, {"mbconv"}, {"mbconv"}, {"mbconv"}]
+    assert all(b.se_ratio == 0.25 for s in arch.stages[3:] for b in s if b.kind == "mbconv")
+    b0 = get_zoo("efficientnetv2-b0").arch
+    choices = space.encode(b0)
+    assert space.depth_of(choices) == (2, 2, 3, 5, 8)
+    assert count(space.decode(choices)).params == count(b0).params
+
+
+def test_new_spaces_are_layerwise_for_the_supernets():
+    """Depth is a skip candidate on the optional layers, so the spaces expose supernet slots."""
+    for name in ("mobilenetv3", "efficientnetv2"):
+        space = get_space(name, resolution=32)
+        assert space.name == f"{name}-cifar"
+        firsts = [s for s in space.slots if s.name.endswith("layer0")]
+        assert all("skip" not in s.candidates for s in firsts)
+        assert any("skip" in s.candidates for s in space.slots)
+        assert len(space.layer_candidates()) == len(space.slots)
+
+
+def test_shipped_pixel1_tables_cover_the_new_spaces():
+    from hwnas.latency.predict import load_predictor
+    from hwnas.latency.table import LatencyTable
+
+    for name, zoo in (("mobilenetv3", None), ("efficientnetv2", "efficientnetv2-b0")):
+        path = Path(__file__).resolve().parents[1] / "latency_tables" / f"pixel1-{name}-224.yaml"
+        table = LatencyTable.load(path)
+        space = get_space(name)
+        assert all(k in table for k in space.op_keys())
+        assert table.meta.provenance.startswith("estimated")
+        pred = load_predictor("pixel1", space=name, resolution=224, table=path)
+        arch = get_zoo(zoo).arch if zoo else space.decode(space.sample(random.Random(3)))
+        p = pred.predict(arch)
+        assert p.latency_ms > 0 and not p.missing
+
+
+# ------------------------------------------------------------------------------------------- export
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenetv3", "efficientnetv2"])
+def test_members_export_without_stray_ops(name):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from hwnas.export.keras import keras_model
+    from hwnas.export.onnx import onnx_bytes, run_onnx
+    from hwnas.export.tflite import convert, expected_suspect_ops, lint, run_tflite
+
+    space = get_space(name, resolution=32, num_classes=10)
+    rng = random.Random(7)  # the shallowest depths keep the conversion short; every kind is still placed
+    arch = space.decode([s.candidates.index("skip") if "skip" in s.candidates else rng.randrange(len(s.candidates))
+                         for s in space.slots])
+    model = build_model(arch, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), -1).numpy()
+    data = convert(keras_model(arch, model), route="frozen")
+    assert lint(data, expected_suspect_ops(arch)).ok  # no PAD / TRANSPOSE / RESHAPE / DEQUANTIZE
+    assert np.abs(run_tflite(data, x) - ref).max() < 1e-4
+    graph = onnx_bytes(model)
+    assert not {"Pad", "Identity"} & {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    assert np.abs(run_onnx(graph, x.transpose(0, 3, 1, 2)) - ref).max() < 1e-4
