@@ -98,7 +98,7 @@ def efficientnetv2(variant: str) -> ArchSpec:
         plan = (("cn_k3_s1_c24", 2), ("er_k3_e4_s2_c48", 4), ("er_k3_e4_s2_c64", 4), ("ir_k3_e4_s2_c128_se0.25", 6),
                 ("ir_k3_e6_s1_c160_se0.25", 9), ("ir_k3_e6_s2_c256_se0.25", 15))
     stages = [_repeat(block, n, "sw") for block, n in plan]
-    arch = _arch(f"efficientnetv2-{variant}", f"{stem}_sw", stages, "cn_k1_s1_c1280_sw")
+    arch = _arch(f"efficientnetv2-{variant}", f"{stem}_sw", stages, "cn_k1_s1_c1280_sw", head_rule="scale")
     return arch.with_resolution(res)
 
 

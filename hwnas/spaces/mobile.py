@@ -47,6 +47,9 @@ class SkipDepthSpace(LayerwiseSpace):
     min_depths: tuple[int, ...]
     se_style: str = "efficientnet"
     prelogits_channels: int | None = None
+    # HeadSpec.width_rule: both nets scale their head conv with the width (timm: MobileNetV3's 960 conv,
+    # EfficientNetV2's round_chs_fn(1280))
+    head_rule: str = "scale"
 
     def stage_ops(self, stage: int) -> tuple[str, ...]:
         """Candidate op names of a layer of ``stage`` (``skip`` excluded), in decision order."""
@@ -69,7 +72,7 @@ class SkipDepthSpace(LayerwiseSpace):
 
     def _decode(self, choices: Choices) -> ArchSpec:
         arch = super()._decode(choices)
-        head = HeadSpec(conv=arch.head.conv, prelogits_channels=self.prelogits_channels)
+        head = HeadSpec(conv=arch.head.conv, prelogits_channels=self.prelogits_channels, width_rule=self.head_rule)
         return replace(arch, head=head, se_style=self.se_style)
 
     def _normalise(self, arch: ArchSpec) -> ArchSpec:
