@@ -64,3 +64,9 @@ class MissingOpError(TableError, KeyError):
 
 class SearchError(HwnasError):
     """A search cannot run as configured (e.g. an infeasible latency budget)."""
+
+
+class HwnasWarning(UserWarning):
+    """Something a user should know but that does not stop the command (a table made with another
+    thread count, a corrupt table of another device skipped, a prediction mostly priced by fallbacks).
+    The CLI prints it as one line ``hwnas: warning: …``."""

@@ -140,3 +140,169 @@ def test_profile_without_adb_fails_fast_with_one_line(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["profile", "--device", "pixel", "--space", "fbnet", "--resolution", "224",
                                     "--limit", "2"])
     assert res.exit_code == 2 and "'adb' not found" in res.output
+
+
+# ---------------------------------------------------------------- recorded-format fixtures (hand-written)
+DATA = __import__("pathlib").Path(__file__).parent / "data" / "benchmark_model"
+
+
+def _fixture(name: str) -> str:
+    """A fixture's text without its '# ' header (which says it was written by hand)."""
+    text = (DATA / name).read_text()
+    assert text.startswith("# Hand-written fixture, NOT recorded from a device")
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# "))
+
+
+@pytest.mark.parametrize("name, median, samples, p10, note", [
+    ("v2.4-style.txt", 2.64732, 50, None, "avg (no median printed)"),
+    ("v2.16-style.txt", 1.203, 50, 1.191, "p5/p95"),
+])
+def test_fixtures_of_two_benchmark_model_versions_parse(name, median, samples, p10, note):
+    m = measurement_from_output(_fixture(name))
+    assert m.median_ms == pytest.approx(median) and m.samples == samples
+    assert (m.p10_ms is None) if p10 is None else m.p10_ms == pytest.approx(p10)
+    assert note in m.note
+
+
+def test_zero_time_is_refused():
+    text = _fixture("v2.4-style.txt").replace("avg=2647.32", "avg=0").replace("Inference (avg): 2647.32",
+                                                                            "Inference (avg): 0")
+    with pytest.raises(BenchmarkOutputError, match="avg=0 us"):
+        measurement_from_output(text)
+
+
+def test_op_profile_of_the_regular_runs_is_parsed():
+    from hwnas.profile.tflite_adb import parse_op_profile
+
+    text = _fixture("v2.16-style_op_profiling.txt")
+    rows = parse_op_profile(text)
+    assert len(rows) == 10 and rows[0]["node_type"] == "CONV_2D" and rows[-1]["node_type"] == "FULLY_CONNECTED"
+    assert sum(r["avg_ms"] for r in rows) == pytest.approx(0.730)
+    assert measurement_from_output(text).median_ms == pytest.approx(0.759)
+    assert parse_op_profile(_fixture("v2.16-style.txt")) == []
+
+
+def test_command_flags_come_from_the_device_file():
+    from hwnas.errors import ConfigError, HwnasWarning
+    from hwnas.profile.tflite_adb import benchmark_flags
+
+    dev = get_device("pixel1")
+    cmd = TFLiteAdbRunner(dev, LocalShellTransportForTests("/nonexistent")).command("/d/op.tflite")
+    for flag in ("--num_threads=1", "--warmup_runs=5", "--num_runs=50", "--min_secs=0", "--warmup_min_secs=0",
+                 "--use_xnnpack=false"):
+        assert cmd.count(flag) == 1, flag
+    gpu = dev.model_copy(update={"threads": 4, "delegate": "gpu", "repeats": 20, "warmup": 2,
+                                 "benchmark_model": dev.benchmark_model.model_copy(update={"flags": [], "num_runs": 20,
+                                                                                   "warmup_runs": 2})})
+    flags = benchmark_flags(gpu)
+    assert {"--num_threads=4", "--use_gpu=true", "--num_runs=20", "--warmup_runs=2"} <= set(flags)
+    assert not any(f.startswith("--use_xnnpack") for f in flags)
+    clash = dev.model_copy(update={"threads": 2})  # pixel1's flags still say --num_threads=1
+    with pytest.raises(ConfigError, match="'--num_threads=1' but the device file gives '--num_threads=2'"):
+        benchmark_flags(clash)
+    runs = dev.model_copy(update={"benchmark_model": dev.benchmark_model.model_copy(update={"num_runs": 10})})
+    runs.benchmark_model.model_fields_set.add("num_runs")
+    with pytest.warns(HwnasWarning, match="num_runs is 10 but repeats is 50; hwnas passes --num_runs=50"):
+        assert "--num_runs=50" in benchmark_flags(runs)
+
+
+def test_binary_missing_on_the_device_is_a_clear_error(tmp_path):
+    from hwnas.errors import ConfigError
+
+    dev = get_device("pixel1").model_copy(update={"affinity": None, "energy": "none", "power_model": None})
+    runner = TFLiteAdbRunner(dev, LocalShellTransportForTests(tmp_path / "phone"))  # bare name, nothing pushed
+    with pytest.raises(ConfigError, match="benchmark_model is not on the device at /data/local/tmp/hwnas"):
+        runner.prepare()
+
+
+@pytest.fixture()
+def instrumented_phone(fake_phone, tmp_path, monkeypatch):
+    """The fake phone with a getprop, a cpufreq folder and a thermal zone (paths under its root)."""
+    device, transport = fake_phone
+    root = transport.root
+    for rel, text in (("sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "performance\n"),
+                      ("sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", "2150400\n"),
+                      ("sys/class/thermal/thermal_zone0/temp", "38500\n")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    getprop = bindir / "getprop"
+    getprop.write_text("#!/bin/sh\n[ \"$1\" = ro.build.fingerprint ] && echo google/sailfish/sailfish:10/QP1A/1:user/"
+                       "release-keys || echo Pixel\n")
+    getprop.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    bm = device.benchmark_model.model_copy(update={"version": "2.16.1", "cooldown_s": 0.25})
+    return device.model_copy(update={"benchmark_model": bm}), transport
+
+
+def test_runner_records_fingerprint_version_and_state_around_each_op(instrumented_phone, monkeypatch):
+
+    device, transport = instrumented_phone
+    slept = []
+    runner = TFLiteAdbRunner(device, transport)
+    runner.sleep = slept.append
+    m1 = runner.measure(Artifact(data=b"op1"))
+    m2 = runner.measure(Artifact(data=b"op2"))
+    assert slept == [0.25]  # a cooldown before every op but the first
+    assert m1.env["before"] == {"governor": "performance", "frequency_khz": 2150400, "temperature_c": 38.5}
+    assert m1.env["after"] == m1.env["before"] and m2.env is not None
+    assert "governor performance" in m1.note and "38.5→38.5 °C" in m1.note
+    assert "benchmark_model ran 829 runs, 50 asked" in m1.note  # RECORDED_PERCENTILES ran for 1 s
+    env = runner.environment()
+    assert env["machine"]["build_fingerprint"].startswith("google/sailfish")
+    assert env["machine"]["benchmark_model_version"] == "2.16.1"
+    assert len(env["machine"]["benchmark_model_sha256"]) == 64
+    assert runner.version() == "benchmark_model 2.16.1 via local-shell-for-tests"
+
+
+def test_a_zero_time_fails_naming_op_and_device_and_the_session_is_closed(fake_phone, tmp_path):
+    from hwnas.profile.run import MeasurementError
+
+    device, transport = fake_phone
+    recorded = tmp_path / "recorded.txt"
+    recorded.write_text(_fixture("v2.16-style.txt").replace("median=1203", "median=0"))
+
+    class BytesBuilder:
+        name = "bytes"
+
+        def build(self, key):
+            return Artifact(data=str(key).encode())
+
+    runner = TFLiteAdbRunner(device, transport)
+    with pytest.raises(MeasurementError, match=r"device 'pixel1', op '[^']+': benchmark_model reported median=0"):
+        profile(device, "mobilenetv2", 32, out=tmp_path / "t.yaml", limit=3, builder=BytesBuilder(), runner=runner,
+                progress=False)
+    remote = transport.root / device.transport.remote_dir.lstrip("/")
+    assert not (remote / "op.tflite").exists() and not runner._ready
+
+
+def test_check_reports_per_op_sum_against_the_op_profiled_whole_model(fake_phone, tmp_path):
+    """``--check`` over adb: whole model with --enable_op_profiling; the fake phone prints the fixture."""
+    from hwnas.latency.table import Entry, LatencyTable, TableMeta, now_iso
+    from hwnas.profile.check import check_per_op_sum
+    from hwnas.spaces import get_space
+
+    device, transport = fake_phone
+    (tmp_path / "recorded.txt").write_text(_fixture("v2.16-style_op_profiling.txt"))
+    sp = get_space("mobilenetv2", resolution=32)
+    meta = TableMeta(device="pixel1", space=sp.name, resolutions=[32], backend="tflite", date=now_iso(),
+                     hwnas_version="test", provenance="measured")
+    table = LatencyTable(meta, {str(k): Entry(median_ms=0.0 if k.kind == "skip" else 0.04, samples=5)
+                                for k in sp.op_keys(32)})
+
+    class BytesBuilder:
+        name = "bytes"
+
+        def build_arch(self, arch):
+            return Artifact(data=arch.to_compact().encode())
+
+    res = check_per_op_sum(device, table, members=2, builder=BytesBuilder(), runner=TFLiteAdbRunner(device, transport))
+    assert len(res.members) == 2
+    m = res.members[0]
+    assert m.measured_ms == pytest.approx(0.759) and m.op_profile_sum_ms == pytest.approx(0.730)
+    assert m.op_profile_nodes == 10
+    assert m.error_pct == pytest.approx(100 * (m.per_op_sum_ms - 0.759) / 0.759)
+    run = [c for c in transport.commands if c[0].endswith("benchmark_model")][-1]
+    assert "--enable_op_profiling=true" in run
+    assert "per-op sum vs end to end on pixel1" in res.lines()[-1]

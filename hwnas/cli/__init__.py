@@ -19,6 +19,19 @@ class HwnasGroup(click.Group):
     """A click group that turns :class:`HwnasError` into a one-line message and exit status 2."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
+        from hwnas.errors import HwnasWarning
+
+        show = warnings.showwarning
+
+        def one_line(message, category, *args, **kwargs):
+            if issubclass(category, HwnasWarning):
+                click.echo(f"hwnas: warning: {message}", err=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
         try:
             return super().invoke(ctx)
         except HwnasError as err:
@@ -27,6 +40,8 @@ class HwnasGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("hwnas: interrupted; progress saved so far is kept (rerun to resume)", err=True)
             sys.exit(130)
+        finally:
+            warnings.showwarning = show
 
 
 @click.group(cls=HwnasGroup, context_settings={"help_option_names": ["-h", "--help"]})

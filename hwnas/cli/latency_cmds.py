@@ -51,8 +51,13 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--calibrate", type=int, default=0, show_default=True,
               help="Measure N random members end to end and fit the calibration.")
 @click.option("--serial", default=None, help="adb serial (overrides the device's).")
+@click.option("--check", "check", is_flag=True,
+              help="Then measure a few random members end to end (adb: benchmark_model --enable_op_profiling) and "
+                   "report the per-op sum vs end-to-end error: does per-op summing hold on this device?")
+@click.option("--check-members", type=int, default=3, show_default=True, help="Members measured by --check.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrate, serial, as_json) -> None:
+def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrate, serial, check, check_members,
+                as_json) -> None:
     """Measure every op key of SPACE at RESOLUTION on DEVICE into a latency table.
 
     Progress is journalled per op (<out>.journal.jsonl); rerun the same command to resume.
@@ -71,12 +76,26 @@ def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrat
     summary = {"table": str(res.path), "journal": str(res.journal), "entries": len(res.table),
                "measured_now": len(res.measured), "resumed": res.resumed, "seconds": round(res.seconds, 1),
                "provenance": res.table.meta.provenance,
-               "calibration": res.table.calibration.report if res.table.calibration else None}
+               "calibration": res.table.calibration.report if res.table.calibration else None,
+               "remeasured": res.remeasured, "check": res.check.lines() if res.check else []}
+    sum_check = None
+    if check:
+        from hwnas.profile.check import check_per_op_sum
+        from hwnas.profile.run import make_runner
+
+        sum_check = check_per_op_sum(dev, res.table, members=check_members, runner=make_runner(dev, transport))
+        summary["per_op_sum_check"] = sum_check.to_dict()
     if as_json:
         print_json(summary)
     else:
         click.echo(f"wrote {res.path}: {len(res.table)} entries ({len(res.measured)} measured now, "
                    f"{res.resumed} from the journal) in {res.seconds:.1f} s")
+        if res.remeasured:
+            click.echo(f"re-measured once (inversion or high spread): {len(res.remeasured)} op(s)")
+        for line in (res.check.lines() if res.check else []):
+            click.echo(f"  check: {line}")
+        for line in (sum_check.lines() if sum_check else []):
+            click.echo(line)
 
 
 @main.command("predict")

@@ -81,12 +81,30 @@ class CostModelSpec(_Strict):
 
 
 class BenchmarkModel(_Strict):
-    """TFLite ``benchmark_model`` settings for adb devices."""
+    """TFLite ``benchmark_model`` settings for adb devices.
 
-    binary: str = "benchmark_model"  # local path of the binary to push (or name on the device)
+    The runner derives ``--num_threads`` (``threads``), the delegate flags (``delegate``),
+    ``--warmup_runs``/``--num_runs`` (``warmup``/``repeats``) and ``--min_secs=0
+    --warmup_min_secs=0`` from the device file; ``flags`` adds others (a flag that contradicts a
+    derived one is refused). ``warmup_runs``/``num_runs`` are superseded by ``warmup``/``repeats`` (a
+    warning when they differ).
+
+    Attributes:
+        binary: local path of the Android ``benchmark_model`` build to push, or a bare name already
+            in the device folder.
+        version: the TensorFlow Lite / LiteRT release the binary was built from (recorded in tables:
+            ``benchmark_model`` prints no version of its own).
+        cooldown_s: seconds to wait before each op (lets a phone cool down between ops; 0 = none).
+        temperature_path: the thermal zone read before and after each op (millidegrees Celsius).
+    """
+
+    binary: str = "benchmark_model"
     flags: list[str] = Field(default_factory=list)
-    warmup_runs: int = 5
-    num_runs: int = 50
+    warmup_runs: int = Field(5, ge=0)
+    num_runs: int = Field(50, ge=1)
+    version: str | None = None
+    cooldown_s: float = Field(0.0, ge=0)
+    temperature_path: str = "/sys/class/thermal/thermal_zone0/temp"
 
 
 class Device(_Strict):

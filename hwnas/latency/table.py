@@ -38,12 +38,14 @@ import difflib
 import math
 import platform
 import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwnas.errors import ConfigError, MissingOpError, SpecError, TableError
+from hwnas.errors import ConfigError, HwnasWarning, MissingOpError, SpecError, TableError
 from hwnas.io import atomic_write_json, atomic_write_yaml, load_structured
 from hwnas.opkey import OpKey
 
@@ -52,7 +54,10 @@ _PROVENANCE = re.compile(r"^(measured|estimated)(: .+)?$", re.S)
 
 
 class Entry(BaseModel):
-    """One op's measurement: latency in ms (median, 10th/90th percentile), sample count, energy in mJ."""
+    """One op's measurement: latency in ms (median, 10th/90th percentile), sample count, energy in mJ.
+
+    Values must be finite and not negative; a table refuses a median of 0 for any op but an
+    identity (:meth:`LatencyTable.set`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +112,7 @@ class TableMeta(BaseModel):
     machine: dict[str, Any] | None = None
     tuned: bool | None = None
     precision: str | None = "float32"
+    delegate: str | None = None
     source_file: str | None = None
     notes: str = ""
 
@@ -153,10 +159,23 @@ class LatencyTable:
 
         Raises:
             TableError: ``key`` (string or :class:`OpKey`) is not the canonical form :func:`hwnas.opkey.op_key`
-                writes; the message names this table's file, the key and its canonical form.
+                writes (the message names this table's file, the key and its canonical form), or a
+                non-identity op has a median of 0 ms or less (naming the op and the device).
         """
         okey = self._parse_key(str(key))
-        self.entries[str(okey)] = entry if isinstance(entry, Entry) else Entry(**entry)
+        if not isinstance(entry, Entry):
+            try:
+                entry = Entry(**entry)
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise TableError(f"{self._where()}: entry '{okey}' of device '{self.meta.device}': field "
+                                 f"'{'.'.join(str(p) for p in first['loc'])}' {first['msg']} "
+                                 f"(got {first.get('input')!r})") from None
+        if okey.kind != "skip" and not entry.median_ms > 0:
+            raise TableError(f"{self._where()}: entry '{okey}' of device '{self.meta.device}' has median_ms "
+                             f"{entry.median_ms}: only an identity (skip) op takes 0 ms; re-measure it "
+                             f"(hwnas profile --device {self.meta.device}) or delete the entry")
+        self.entries[str(okey)] = entry
         self._keys[str(okey)] = okey
 
     def _parse_key(self, key: str) -> OpKey:
@@ -342,11 +361,40 @@ def table_filename(device: str, space: str, resolution: int) -> str:
     return f"{device}-{space}-{int(resolution)}.yaml"
 
 
+def _claimed_device(path: Path) -> str | None:
+    """The device a table file that failed to load says it belongs to: its ``meta.device`` when the
+    file still parses that far, else the file name's ``<device>-<space>-<res>`` prefix."""
+    try:
+        data = load_structured(path)
+        dev = data.get("meta", {}).get("device") if isinstance(data, dict) else None
+        if isinstance(dev, str) and dev:
+            return dev
+    except Exception:  # noqa: BLE001 - a corrupt file: fall back on its name
+        pass
+    return None
+
+
+def _belongs_to(path: Path, names: set[str]) -> bool:
+    claimed = _claimed_device(path)
+    if claimed is not None:
+        return claimed.lower() in names
+    stem = path.stem.lower()
+    return any(stem == n or stem.startswith(n + "-") for n in names)
+
+
 def find_tables(device: str | None = None, space: str | None = None, resolution: int | None = None,
                 aliases: Iterable[str] = (), errors: list[str] | None = None) -> list[LatencyTable]:
-    """Tables on the search path matching the filters (earlier folders first). Unreadable or corrupt
-    files are skipped; their messages are appended to ``errors`` when given (``hwnas devices`` and
-    ``hwnas table show`` print them)."""
+    """Tables on the search path matching the filters (earlier folders first).
+
+    A corrupt or unreadable file is never skipped silently: when ``device`` is given and the file
+    belongs to it (its ``meta.device``, or its file name ``<device>-…`` when even that is unreadable),
+    :class:`TableError` is raised — a prediction must not quietly fall back on a shipped table or a
+    cost model; any other corrupt file is skipped with its message appended to ``errors`` when given
+    (``hwnas devices`` and ``hwnas table show`` print them), else with a :class:`HwnasWarning`.
+
+    Raises:
+        TableError: a table of the requested device is corrupt (names the file and the problem).
+    """
     names = {n.lower() for n in (device, *aliases) if n}
     out = []
     seen: set[str] = set()
@@ -357,8 +405,13 @@ def find_tables(device: str | None = None, space: str | None = None, resolution:
             try:
                 table = LatencyTable.load(path)
             except TableError as err:
+                if names and _belongs_to(path, names):
+                    raise TableError(f"{err} (this table belongs to device '{device}': fix or delete it; it is not "
+                                     f"replaced by another table or a cost model)") from None
                 if errors is not None:
                     errors.append(str(err))
+                else:
+                    warnings.warn(f"skipped a corrupt latency table: {err}", HwnasWarning, stacklevel=2)
                 continue
             m = table.meta
             if names and m.device.lower() not in names:
@@ -373,6 +426,165 @@ def find_tables(device: str | None = None, space: str | None = None, resolution:
             seen.add(ident)
             out.append(table)
     return out
+
+
+def installed_backend_version(device) -> str | None:
+    """The runtime this machine would time ``device`` with, spelled as the profiler records it in
+    ``meta.backend_version`` (``ai-edge-litert 2.3.0``, ``apache-tvm 0.27.0``); None for a remote
+    transport (adb, RPC: the runtime is on the other side) or when the package is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if device.transport.kind != "local":
+        return None
+    dist = {"tflite": "ai-edge-litert", "tvm": "apache-tvm"}.get(device.backend)
+    try:
+        return f"{dist} {version(dist)}" if dist else None
+    except PackageNotFoundError:
+        return None
+
+
+def _same_version(a: str, b: str) -> bool:
+    """``apache-tvm 0.27.0`` (``tvm.__version__``) matches ``apache-tvm 0.27.0.post1`` (the wheel)."""
+    a, b = a.strip().lower(), b.strip().lower()
+    return a.startswith(b) or b.startswith(a)
+
+
+def environment_mismatches(table: LatencyTable, device, *, backend_version: str | None = None,
+                           governor: str | None = None) -> list[str]:
+    """How a *measured* table's recorded environment differs from ``device`` (its device file) and
+    the runtime installed here: threads, backend, backend version, precision, delegate, governor.
+
+    A field is compared only where both sides are known (an old table without ``delegate``, a
+    governor that was unreadable, a remote runtime). Estimated tables describe no environment and
+    give no mismatch.
+
+    Args:
+        backend_version: the runtime to compare with (default :func:`installed_backend_version`).
+        governor: the CPU governor now (default: read here for local devices, unknown otherwise).
+
+    Returns:
+        One ``"<field>: table X, device Y"`` string per mismatch (empty when all known fields agree).
+    """
+    m = table.meta
+    if m.estimated:
+        return []
+    local = device.transport.kind == "local"
+    now = backend_version if backend_version is not None else installed_backend_version(device)
+    if governor is None and local:
+        governor = read_cpu_state(device.affinity).get("governor")
+    out = []
+    pairs = [("threads", m.threads, device.threads), ("backend", m.backend, device.backend),
+             ("precision", m.precision, device.precision), ("delegate", m.delegate, device.delegate),
+             ("governor", m.governor, governor)]
+    for name, have, want in pairs:
+        if have is not None and want is not None and have != want:
+            out.append(f"{name}: table {have}, device {want}")
+    if m.backend_version and now and not _same_version(m.backend_version, now):
+        out.append(f"backend version: table {m.backend_version}, installed {now}")
+    return out
+
+
+def check_environment(table: LatencyTable, device, *, strict: bool = False, **now) -> list[str]:
+    """Warn (:class:`HwnasWarning`) when a measured table was made in another environment than the
+    device's (:func:`environment_mismatches`); with ``strict`` refuse it.
+
+    Returns:
+        The mismatches (empty when none).
+
+    Raises:
+        TableError: ``strict`` and a mismatch; the message names the file and every differing field.
+    """
+    diffs = environment_mismatches(table, device, **now)
+    if diffs:
+        msg = (f"{table._where()} was measured in another environment than device '{device.name}' now: "
+               f"{'; '.join(diffs)}; its figures may not hold: re-profile with hwnas profile --device {device.name}")
+        if strict:
+            raise TableError(msg + " (refused by --strict)")
+        warnings.warn(msg, HwnasWarning, stacklevel=2)
+    return diffs
+
+
+@dataclass
+class TableCheck:
+    """Result of :func:`check_table_consistency`.
+
+    Attributes:
+        inversions: ``(smaller_key, bigger_key, detail)``: the bigger op was measured faster than the
+            smaller one by more than the entries' spread.
+        high_spread: ``(key, relative_spread)`` of entries whose ``(p90 - p10) / median`` exceeds the limit.
+    """
+
+    inversions: list[tuple[str, str, str]] = field(default_factory=list)
+    high_spread: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def offenders(self) -> list[str]:
+        """Every key named by an inversion or a high spread (sorted)."""
+        keys = {k for a, b, _ in self.inversions for k in (a, b)} | {k for k, _ in self.high_spread}
+        return sorted(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.inversions or self.high_spread)
+
+    def lines(self) -> list[str]:
+        """One human line per finding (for the table notes and the command output)."""
+        out = [f"inversion: {big} measured faster than {small} ({detail})" for small, big, detail in self.inversions]
+        out += [f"high spread: {key} (p90-p10 = {100 * r:.0f} % of the median)" for key, r in self.high_spread]
+        return out
+
+
+_SIZE_FIELDS = ("kernel", "expansion", "out_channels")
+
+
+def _spread(e: Entry) -> float:
+    return (e.p90_ms - e.p10_ms) if e.p10_ms is not None and e.p90_ms is not None else 0.0
+
+
+def check_table_consistency(entries: dict[str, Entry] | LatencyTable, *, spread_limit: float = 0.5,
+                            tolerance: float = 0.05) -> TableCheck:
+    """Check measured entries for inversions and high spread.
+
+    *Monotonicity*: two ops of the same kind on the same input shape (NHWC) that differ in exactly
+    one of kernel, expansion ratio or output channels — everything else equal (stride, SE, groups,
+    activation, SE style, whether an identity is added) — should not have the bigger one faster.
+    An inversion is reported when ``median(smaller) - median(bigger)`` exceeds both entries'
+    spread (``p90 - p10``) and ``tolerance`` × the smaller op's median (padding to SIMD tiles can
+    make e.g. 24 and 32 channels cost the same, and that is not an error).
+
+    *Spread*: ``(p90 - p10) / median > spread_limit`` flags an entry (a busy or throttling device).
+
+    Identity (``skip``) and classifier entries are not compared.
+    """
+    from dataclasses import asdict
+
+    if isinstance(entries, LatencyTable):
+        entries = entries.entries
+    result = TableCheck()
+    groups: dict[tuple, list[tuple[OpKey, Entry]]] = {}
+    for text, entry in entries.items():
+        key = OpKey.parse(text)
+        if key.kind in ("skip", "classifier"):
+            continue
+        if entry.median_ms > 0 and _spread(entry) / entry.median_ms > spread_limit:
+            result.high_spread.append((text, _spread(entry) / entry.median_ms))
+        fields_ = asdict(key.block())
+        rest = tuple(sorted((k, v) for k, v in fields_.items() if k not in _SIZE_FIELDS))
+        groups.setdefault((key.input_shape, key.se_style, key.layer().has_residual, rest), []).append((key, entry))
+    for members in groups.values():
+        for ka, ea in members:
+            ba = ka.block()
+            for kb, eb in members:
+                bb = kb.block()
+                diff = [f for f in _SIZE_FIELDS if getattr(ba, f) != getattr(bb, f)]
+                if len(diff) != 1 or getattr(bb, diff[0]) < getattr(ba, diff[0]):
+                    continue  # (ka smaller, kb bigger) in exactly one size field
+                gap = ea.median_ms - eb.median_ms
+                if gap > max(_spread(ea), _spread(eb), tolerance * ea.median_ms):
+                    result.inversions.append((str(ka), str(kb), f"{diff[0]}: {eb.median_ms:.4g} ms < "
+                                                                f"{ea.median_ms:.4g} ms"))
+    result.inversions.sort()
+    result.high_spread.sort()
+    return result
 
 
 def diff_tables(a: LatencyTable, b: LatencyTable) -> dict[str, Any]:
@@ -391,4 +603,5 @@ def diff_tables(a: LatencyTable, b: LatencyTable) -> dict[str, Any]:
 
 __all__ = ["SCHEMA_VERSION", "Entry", "Calibration", "CalibrationPoint", "TableMeta", "LatencyTable", "find_tables",
            "table_dirs", "user_table_dir", "table_filename", "diff_tables", "machine_info", "read_cpu_state",
-           "now_iso"]
+           "now_iso", "environment_mismatches", "check_environment", "installed_backend_version",
+           "check_table_consistency", "TableCheck"]

@@ -57,6 +57,7 @@ class Measurement:
     energy_mj: float | None = None
     energy_source: str | None = None
     note: str | None = None
+    env: dict | None = None  # runner state around the run (adb: governor/frequency/temperature before, after)
 
     def with_energy(self, energy_mj: float | None, source: str | None) -> "Measurement":
         return replace(self, energy_mj=energy_mj, energy_source=source)
@@ -194,8 +195,15 @@ def make_runner(device: Device, transport=None) -> Runner:
 
 # ---------------------------------------------------------------------- journal
 class Journal:
-    """Append-only JSONL: a header line naming device/space/resolution/backend, then one line per
-    measured key, each flushed and fsynced. A truncated last line (a kill mid-write) is ignored."""
+    """Append-only JSONL: a header line naming device/space/resolution/backend and the measuring
+    environment (``env``: :func:`journal_environment`), then one line per measured key, each flushed
+    and fsynced. A truncated last line (a kill mid-write) is ignored.
+
+    Raises:
+        TableError: resuming a journal of another device/space/resolution/backend, or whose
+            environment differs (threads 1 → 2, another runtime version, precision, delegate, governor,
+            warm-up/repeat counts, benchmark_model flags), naming every changed field.
+    """
 
     def __init__(self, path: str | Path, header: dict[str, Any]):
         self.path = Path(path)
@@ -218,6 +226,14 @@ class Journal:
             if head.get(field_) != self.header.get(field_):
                 raise TableError(f"{self.path}: journal was written for {field_} '{head.get(field_)}', this run is "
                                  f"for '{self.header.get(field_)}'; use another --out or delete the journal")
+        was, now = head.get("env") or {}, self.header.get("env") or {}
+        changed = [f"{k}: journal {was[k]!r}, now {now[k]!r}" for k in sorted(set(was) & set(now))
+                   if was[k] is not None and now[k] is not None and was[k] != now[k]]
+        if changed:
+            raise TableError(f"{self.path}: the environment changed since this profile started ({'; '.join(changed)}); "
+                             f"resuming would mix both in one table labelled with the new one: restore the old "
+                             f"settings, or delete the journal (or pick another --out) to start over")
+        self.header = {**head, "env": {**was, **now}}
         for i, line in enumerate(lines[1:], start=2):
             try:
                 rec = json.loads(line)
@@ -239,8 +255,8 @@ class Journal:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def append(self, key: OpKey, m: Measurement) -> None:
-        rec = {"key": str(key), **{k: v for k, v in m.__dict__.items() if v is not None}, "time": now_iso()}
+    def append(self, key: OpKey, m: Measurement, **extra: Any) -> None:
+        rec = {"key": str(key), **{k: v for k, v in m.__dict__.items() if v is not None}, "time": now_iso(), **extra}
         self._write_line(rec)
         self.records[str(key)] = rec
 
@@ -248,6 +264,85 @@ class Journal:
         rec = self.records[key]
         return Entry(**{k: rec[k] for k in ("median_ms", "p10_ms", "p90_ms", "samples", "energy_mj",
                                              "energy_source", "note") if k in rec})
+
+
+def journal_environment(dev: Device) -> dict[str, Any]:
+    """What a journal's measurements depend on besides the op: the device file's threads, affinity,
+    precision, delegate, warm-up/repeat counts (and ``benchmark_model`` flags over adb), the runtime
+    installed here and the CPU governor (local devices, where readable). Unknown values are None and
+    are not compared."""
+    from hwnas.latency.table import installed_backend_version
+
+    local = dev.transport.kind == "local"
+    env: dict[str, Any] = {"threads": dev.threads, "affinity": dev.affinity, "precision": dev.precision,
+                           "delegate": dev.delegate, "warmup": dev.warmup, "repeats": dev.repeats,
+                           "timer": dev.timer, "backend_version": installed_backend_version(dev),
+                           "governor": read_cpu_state(dev.affinity).get("governor") if local else None}
+    if dev.transport.kind == "adb":
+        bm = dev.benchmark_model
+        env.update(benchmark_flags=list(bm.flags), warmup_runs=bm.warmup_runs, num_runs=bm.num_runs)
+    return env
+
+
+class MeasurementError(TableError):
+    """A runner returned an impossible timing (0 ms, negative, NaN) or failed on one op."""
+
+
+def measure_key(key: OpKey, builder: Builder, runner: Runner, device: Device) -> Measurement:
+    """Build and time one op; a ``skip`` is entered as 0 ms without measuring.
+
+    Raises:
+        MeasurementError: the runner failed, or returned a non-positive or non-finite median (e.g.
+            ``benchmark_model``'s ``avg=0``), naming the op and the device.
+    """
+    import math
+
+    from hwnas.errors import HwnasError
+
+    if key.kind == "skip":
+        return Measurement(0.0, 0.0, 0.0, 0, 0.0, "identity", "identity: no op in the exported graph")
+    artifact = builder.build(key)
+    try:
+        m = runner.measure(artifact)
+    except MeasurementError:
+        raise
+    except HwnasError as err:
+        raise MeasurementError(f"device '{device.name}', op '{key}': {err}") from None
+    if not (math.isfinite(m.median_ms) and m.median_ms > 0):
+        raise MeasurementError(f"device '{device.name}', op '{key}': the runner ({runner.name}) reported a median of "
+                               f"{m.median_ms} ms; an op cannot take 0 ms or less (a timer too coarse for the op, or "
+                               f"a run that did not happen); nothing was written for it")
+    if artifact.extra.get("note"):
+        m = replace(m, note="; ".join(filter(None, [m.note, artifact.extra["note"]])))
+    return m
+
+
+def recheck(entries: dict[str, Entry], keys: Iterable[OpKey], builder: Builder, runner: Runner, device: Device,
+            journal: "Journal | None" = None):
+    """Check ``entries`` for inversions and high spread
+    (:func:`hwnas.latency.table.check_table_consistency`), re-measure every offender once (journalled:
+    the newer line wins on resume), and check again.
+
+    A key is measured again at most once: the journal marks re-measured lines, and a resumed or
+    repeated run does not measure them a third time.
+
+    Returns:
+        ``(entries, check, remeasured)``: the updated entries, the findings that remain, and the keys
+        measured again.
+    """
+    from hwnas.latency.table import check_table_consistency
+
+    first = check_table_consistency(entries)
+    by_name = {str(k): k for k in keys}
+    done = set() if journal is None else {k for k, r in journal.records.items() if r.get("remeasured")}
+    again = [by_name[k] for k in first.offenders if k in by_name and k not in done]
+    entries = dict(entries)
+    for key in again:
+        m = measure_key(key, builder, runner, device)
+        if journal is not None:
+            journal.append(key, m, remeasured=True)
+        entries[str(key)] = m.to_entry()
+    return entries, (check_table_consistency(entries) if again else first), [str(k) for k in again]
 
 
 # ---------------------------------------------------------------------- pipeline
@@ -259,6 +354,8 @@ class ProfileResult:
     measured: list[str]
     resumed: int
     seconds: float
+    check: Any = None  # hwnas.latency.table.TableCheck: what the consistency check still finds
+    remeasured: list[str] = field(default_factory=list)
 
 
 def default_out(device: Device, space: str, resolution: int) -> Path:
@@ -314,9 +411,21 @@ def profile(device: str | Device, space: str, resolution: int, *, out: str | Pat
     runner = runner or make_runner(dev, transport)
     builder = builder or make_builder(dev)
     journal = Journal(out.with_name(out.name + ".journal.jsonl"),
-                      {"device": dev.name, "space": sp.name, "resolution": int(resolution), "backend": dev.backend})
+                      {"device": dev.name, "space": sp.name, "resolution": int(resolution), "backend": dev.backend,
+                       "env": journal_environment(dev)})
     resumed = sum(1 for k in all_keys if str(k) in journal.records)
     todo = [k for k in all_keys if str(k) not in journal.records]
+    try:  # the runner's session (adb, RPC) is closed whatever happens
+        result = _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, out, progress,
+                              on_measured, calibrate, seed)
+    finally:
+        runner.close()
+    table, measured, check, remeasured = result
+    return ProfileResult(table, out, journal.path, measured, resumed, time.perf_counter() - t0, check, remeasured)
+
+
+def _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, out, progress, on_measured,
+                 calibrate, seed):
     prepare = getattr(runner, "prepare", None)
     if prepare is not None and any(k.kind != "skip" for k in todo):
         prepare()  # fail fast (no adb, no RPC server) before building anything
@@ -328,13 +437,7 @@ def profile(device: str | Device, space: str, resolution: int, *, out: str | Pat
         bar = tqdm(total=len(todo), desc=f"profile {dev.name}/{sp.name}@{resolution}", unit="op")
     try:
         for key in todo:
-            if key.kind == "skip":
-                m = Measurement(0.0, 0.0, 0.0, 0, 0.0, "identity", "identity: no op in the exported graph")
-            else:
-                artifact = builder.build(key)
-                m = runner.measure(artifact)
-                if artifact.extra.get("note"):
-                    m = replace(m, note="; ".join(filter(None, [m.note, artifact.extra["note"]])))
+            m = measure_key(key, builder, runner, dev)
             journal.append(key, m)
             measured.append(str(key))
             if bar is not None:
@@ -352,10 +455,15 @@ def profile(device: str | Device, space: str, resolution: int, *, out: str | Pat
                      backend_version=runner.version(), threads=dev.threads, governor=env.get("governor"),
                      frequency_khz=env.get("frequency_khz"), affinity=env.get("affinity"), date=now_iso(),
                      hwnas_version=__version__, provenance=provenance, machine=env.get("machine"), tuned=tuned,
-                     precision=dev.precision,
+                     precision=dev.precision, delegate=dev.delegate,
                      notes=f"runner {runner.name}, builder {builder.name}, warmup {dev.warmup}, repeats {dev.repeats}"
                            + (f", timer {runner.timer}" if getattr(runner, "timer", None) else ""))
-    table = LatencyTable(meta, {str(k): journal.entry(str(k)) for k in all_keys})
+    entries, check, remeasured = recheck({str(k): journal.entry(str(k)) for k in all_keys}, all_keys, builder,
+                                         runner, dev, journal)
+    if check:
+        meta.notes += (f"; consistency check (after re-measuring {len(remeasured)} op(s) once): "
+                       + "; ".join(check.lines()))
+    table = LatencyTable(meta, entries)
     if calibrate:
         from hwnas.latency.predict import fit_calibration
 
@@ -367,8 +475,9 @@ def profile(device: str | Device, space: str, resolution: int, *, out: str | Pat
             points.append((f"member{i}", arch, m.median_ms))
         fit_calibration(table, points)
     table.save(out)
-    runner.close()
-    return ProfileResult(table, out, journal.path, measured, resumed, time.perf_counter() - t0)
+    return table, measured, check, remeasured
+
+
 
 
 def _environment(dev: Device, runner) -> dict[str, Any]:
@@ -379,4 +488,5 @@ def _environment(dev: Device, runner) -> dict[str, Any]:
 
 
 __all__ = ["Artifact", "Measurement", "summarize", "Builder", "Runner", "TFLiteOpBuilder", "make_builder",
-           "make_runner", "Journal", "ProfileResult", "profile", "default_out"]
+           "make_runner", "Journal", "ProfileResult", "profile", "default_out", "measure_key", "recheck",
+           "journal_environment", "MeasurementError"]

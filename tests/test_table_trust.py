@@ -1,0 +1,176 @@
+"""Tables you can trust: impossible timings refused, corrupt tables never skipped silently, the
+environment of a table and of a resumed profile compared, inversions and spread checked."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from hwnas.errors import HwnasWarning, TableError
+from hwnas.latency.devices import get_device
+from hwnas.latency.table import (Entry, LatencyTable, TableMeta, check_environment, check_table_consistency,
+                                 environment_mismatches, find_tables, now_iso)
+from hwnas.opkey import OpKey
+from hwnas.profile.run import Artifact, Journal, Measurement, MeasurementError, journal_environment, measure_key
+
+K3 = "ir_k3_e3_s1_c24_r6@32x32x24"
+K5 = "ir_k5_e3_s1_c24_r6@32x32x24"
+E6 = "ir_k3_e6_s1_c24_r6@32x32x24"
+
+
+def _meta(**kw):
+    base = dict(device="host", space="mobilenetv2-cifar", resolutions=[32], backend="tflite", date=now_iso(),
+                hwnas_version="test", provenance="measured", threads=1)
+    return TableMeta(**{**base, **kw})
+
+
+class BytesBuilderForTests:
+    """Stands in for the converter where only the runner's answer matters."""
+
+    name = "bytes-for-tests"
+
+    def build(self, key):
+        return Artifact(data=str(key).encode())
+
+
+class ScriptedRunnerForTests:
+    """Returns scripted medians per op (a list per key: one per call), to exercise the checks' logic."""
+
+    name = "scripted-for-tests"
+
+    def __init__(self, script: dict[str, list[float]]):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls: list[str] = []
+        self.closed = False
+
+    def version(self):
+        return "scripted"
+
+    def measure(self, artifact):
+        key = artifact.data.decode()
+        self.calls.append(key)
+        med = self.script[key].pop(0) if len(self.script[key]) > 1 else self.script[key][0]
+        return Measurement(med, med * 0.99, med * 1.01, 10)
+
+    def close(self):
+        self.closed = True
+
+
+# ------------------------------------------------------------------ impossible timings
+def test_zero_median_refused_for_an_op_but_not_for_an_identity():
+    t = LatencyTable(_meta(), {"skip@32x32x24": Entry(median_ms=0.0, samples=0)})
+    with pytest.raises(TableError, match="'ir_k3_e3_s1_c24_r6@32x32x24' of device 'host' has median_ms 0.0"):
+        t.set(K3, Entry(median_ms=0.0, samples=5))
+    with pytest.raises(TableError, match="entry .ir_k3_e3_s1_c24_r6@32x32x24. of device .host.: field .median_ms."):
+        t.set(K3, {"median_ms": float("nan"), "samples": 5})
+
+
+def test_runner_reporting_zero_is_an_error_naming_op_and_device():
+    dev = get_device("host")
+    runner = ScriptedRunnerForTests({K3: [0.0]})
+    with pytest.raises(MeasurementError, match=r"device 'host', op 'ir_k3_e3_s1_c24_r6@32x32x24'.*0.0 ms"):
+        measure_key(OpKey.parse(K3), BytesBuilderForTests(), runner, dev)
+    assert measure_key(OpKey.parse("skip@8x8x8"), BytesBuilderForTests(), runner, dev).median_ms == 0.0
+
+
+# ------------------------------------------------------------------ corrupt tables
+def test_corrupt_table_of_the_requested_device_fails_and_others_warn(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path))
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+    good = LatencyTable(_meta(device="phone9"), {K3: Entry(median_ms=1.0, samples=3)})
+    good.save(tmp_path / "phone9-x-32.yaml")
+    bad = LatencyTable(_meta(device="host"), {K3: Entry(median_ms=1.0, samples=3)})
+    path = bad.save(tmp_path / "host-x-32.yaml")
+    path.write_text(path.read_text().replace(K3, "ir_k3_e3.0_s1_c24_r6@32x32x24"))
+    with pytest.raises(TableError, match="belongs to device 'host'"):
+        find_tables("host")
+    with pytest.raises(TableError, match="host-x-32.yaml"):
+        find_tables("cpu", aliases=["host"])
+    with pytest.warns(HwnasWarning, match="skipped a corrupt latency table.*host-x-32.yaml"):
+        assert [t.meta.device for t in find_tables("phone9")] == ["phone9"]
+    errors: list[str] = []
+    find_tables(errors=errors)
+    assert len(errors) == 1 and "host-x-32.yaml" in errors[0]
+    # unreadable beyond its meta: the file name says whose it is
+    path.write_text("meta: [\n")
+    with pytest.raises(TableError, match="belongs to device 'host'"):
+        find_tables("host")
+
+
+# ------------------------------------------------------------------ environment
+def test_table_environment_compared_with_the_device_and_runtime():
+    dev = get_device("host")
+    t = LatencyTable(_meta(threads=2, backend_version="ai-edge-litert 0.0.1", delegate="xnnpack"),
+                     {K3: Entry(median_ms=1.0, samples=3)})
+    diffs = environment_mismatches(t, dev, backend_version="ai-edge-litert 2.3.0", governor=None)
+    assert "threads: table 2, device 1" in diffs
+    assert "backend version: table ai-edge-litert 0.0.1, installed ai-edge-litert 2.3.0" in diffs
+    with pytest.warns(HwnasWarning, match="threads: table 2, device 1"):
+        check_environment(t, dev, backend_version="ai-edge-litert 2.3.0")
+    with pytest.raises(TableError, match="refused by --strict"):
+        check_environment(t, dev, strict=True, backend_version="ai-edge-litert 2.3.0")
+    same = LatencyTable(_meta(threads=1, backend_version="ai-edge-litert 2.3.0", delegate="xnnpack",
+                              governor="performance"), {K3: Entry(median_ms=1.0, samples=3)})
+    assert environment_mismatches(same, dev, backend_version="ai-edge-litert 2.3.0", governor="performance") == []
+    assert environment_mismatches(same, dev.model_copy(update={"precision": "int8"}),
+                                  backend_version="ai-edge-litert 2.3.0") == ["precision: table float32, device int8"]
+    assert environment_mismatches(same, dev, backend_version="ai-edge-litert 2.3.0",
+                                  governor="powersave") == ["governor: table performance, device powersave"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_environment(same, dev, backend_version="ai-edge-litert 2.3.0")
+
+
+def test_resumed_profile_refuses_a_changed_environment(tmp_path):
+    dev = get_device("host")
+    head = {"device": "host", "space": "s", "resolution": 32, "backend": "tflite"}
+    j = Journal(tmp_path / "t.journal.jsonl", {**head, "env": journal_environment(dev)})
+    j.append(OpKey.parse(K3), Measurement(1.0, 0.9, 1.1, 3))
+    Journal(tmp_path / "t.journal.jsonl", {**head, "env": journal_environment(dev)})  # same: resumes
+    two = dev.model_copy(update={"threads": 2})
+    with pytest.raises(TableError, match="environment changed.*threads: journal 1, now 2"):
+        Journal(tmp_path / "t.journal.jsonl", {**head, "env": journal_environment(two)})
+
+
+# ------------------------------------------------------------------ consistency
+def test_inversions_and_spread_are_found():
+    entries = {K3: Entry(median_ms=2.0, p10_ms=1.95, p90_ms=2.05, samples=9),
+               K5: Entry(median_ms=1.0, p10_ms=0.95, p90_ms=1.05, samples=9),   # bigger kernel, faster: inversion
+               E6: Entry(median_ms=3.0, p10_ms=1.0, p90_ms=5.0, samples=9)}     # bigger expansion, slower, noisy
+    check = check_table_consistency(entries)
+    assert [(a, b) for a, b, _ in check.inversions] == [(K3, K5)]
+    assert [k for k, _ in check.high_spread] == [E6]
+    # within the entries' spread it is noise, not an inversion
+    entries[K5] = Entry(median_ms=1.9, p10_ms=1.7, p90_ms=2.1, samples=9)
+    assert check_table_consistency(entries).inversions == []
+
+
+def test_profile_remeasures_offenders_once_and_lists_what_remains(tmp_path):
+    from hwnas.profile import profile
+
+    # K5 is measured faster than K3 twice (a real inversion); E6 first too fast, then fine
+    runner = ScriptedRunnerForTests({K3: [2.0], K5: [1.0, 1.0], E6: [0.5, 4.0]})
+    res = profile("host", "mobilenetv2-cifar", 32, out=tmp_path / "t.yaml", keys=[K3, K5, E6],
+                  builder=BytesBuilderForTests(), runner=runner, progress=False)
+    assert sorted(res.remeasured) == sorted([K3, K5, E6])
+    assert sorted(runner.calls) == sorted([K3, K5, E6] * 2)  # each offender measured once more, no more
+    assert [(a, b) for a, b, _ in res.check.inversions] == [(K3, K5)]
+    assert res.table.entries[E6].median_ms == 4.0
+    assert f"inversion: {K5} measured faster than {K3}" in res.table.meta.notes
+    assert runner.closed
+    # a rerun re-measures nothing again
+    runner2 = ScriptedRunnerForTests({K3: [2.0], K5: [1.0], E6: [4.0]})
+    res2 = profile("host", "mobilenetv2-cifar", 32, out=tmp_path / "t.yaml", keys=[K3, K5, E6],
+                   builder=BytesBuilderForTests(), runner=runner2, progress=False)
+    assert runner2.calls == [] and res2.remeasured == []
+
+
+def test_runner_is_closed_when_profiling_fails(tmp_path):
+    from hwnas.profile import profile
+
+    runner = ScriptedRunnerForTests({K3: [0.0]})
+    with pytest.raises(MeasurementError):
+        profile("host", "mobilenetv2-cifar", 32, out=tmp_path / "t.yaml", keys=[K3], builder=BytesBuilderForTests(),
+                runner=runner, progress=False)
+    assert runner.closed
