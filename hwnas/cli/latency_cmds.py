@@ -14,6 +14,7 @@ from hwnas.cli.common import arch_argument, print_json, print_table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices_cmd(as_json: bool) -> None:
     """List the devices with their backend, transport and the latency tables available for each."""
+    from hwnas.latency.costmodel import describe_fit
     from hwnas.latency.devices import list_devices
     from hwnas.latency.table import find_tables
 
@@ -27,6 +28,7 @@ def devices_cmd(as_json: bool) -> None:
         rows.append({"name": dev.name, "aliases": dev.aliases, "kind": dev.kind, "backend": dev.backend,
                      "transport": dev.transport.kind, "threads": dev.threads, "precision": dev.precision,
                      "priced_by": "cost model (estimated)" if dev.estimated else "tables",
+                     "estimate_rests_on": describe_fit(dev.cost_model) if dev.cost_model else None,
                      "tables": [{"space": t.meta.space, "resolutions": t.meta.resolutions,
                                  "provenance": t.meta.provenance.split(":")[0], "path": str(t.path)} for t in tables]})
     if as_json:
@@ -37,6 +39,9 @@ def devices_cmd(as_json: bool) -> None:
                   r["priced_by"],
                   " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']})"
                            for t in r["tables"]) or "-"] for r in rows], right=["threads"])
+    for r in rows:
+        if r["estimate_rests_on"]:
+            click.echo(f"{r['name']}: estimate rests on: {r['estimate_rests_on']}")
 
 
 @main.command("profile")

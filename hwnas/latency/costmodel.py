@@ -315,6 +315,7 @@ def fit_sources(sources: dict[str, list[SourceRow]], anchor: str, *, anchor_weig
     parameters are bounded at 0 from below (no datasheet floors in v2) and factors to [0.05, 20].
     Anchor rows whose error exceeds ``anchor_max_error`` get their weight doubled and the fit is
     repeated (at most 12 times): the published whole-network rows are the figure a budget means.
+    With a single source (a phone known only from one LUT) there is no such reweighting.
 
     Raises:
         ConfigError: no anchor rows, or the optimiser failed.
@@ -344,7 +345,8 @@ def fit_sources(sources: dict[str, list[SourceRow]], anchor: str, *, anchor_weig
     z = np.r_[np.full(n, 0.1), np.ones(len(others))]
     lower = np.r_[np.zeros(n), np.full(len(others), 0.05)]
     upper = np.r_[np.full(n, np.inf), np.full(len(others), 20.0)]
-    for _ in range(12):
+    rounds = 12 if others else 1
+    for _ in range(rounds):
         res = least_squares(residuals, z, bounds=(lower, upper), method="trf")
         if not res.success:
             raise ConfigError(f"cost-model fit failed: {res.message}")
@@ -417,11 +419,16 @@ def leave_one_out(sources: dict[str, list[SourceRow]], anchor: str, groups: dict
     return out
 
 
+SPATIAL_BANDS = ((1, 8), (9, 28), (29, 48), (49, 64), (65, 96), (97, 128), (129, 4096))
+
+
 def spatial_groups(rows: list[SourceRow]) -> dict[str, list[str]]:
-    """Rows of one source grouped by the input height of their first key (``hw=<H>``)."""
+    """Rows of one source grouped by bands of the input height of their first key (``hw=16-28`` ...,
+    :data:`SPATIAL_BANDS`; the 3-channel stems are the ``hw=129-4096`` band)."""
     groups: dict[str, list[str]] = {}
     for r in rows:
-        groups.setdefault(f"hw={r.keys[0].height}", []).append(r.name)
+        lo, hi = next(b for b in SPATIAL_BANDS if b[0] <= r.keys[0].height <= b[1])
+        groups.setdefault(f"hw={lo}-{hi}", []).append(r.name)
     return groups
 
 
@@ -549,13 +556,17 @@ def describe_fit(spec) -> str:
     represents, the anchor's fit error and the leave-one-out share within ±10 % (``spec`` is a
     :class:`hwnas.latency.devices.CostModelSpec`)."""
     report = spec.fit_report or {}
+    anchor = report.get("anchor", "its rows")
+    within = (report.get("per_source") or {}).get(anchor, {}).get("within_10pct")
     text = (f"{spec.kind} analytical cost model (hwnas/latency/costmodel.py) fitted on {spec.fitted_on}; "
-            f"fit max |error| {report.get('max_abs_error_pct', '?')} % on {report.get('anchor', 'its rows')}")
-    loo = report.get("leave_one_source_out") or report.get("leave_one_spatial_out")
-    if loo:
-        kind = "source" if "leave_one_source_out" in report else "spatial size"
-        parts = [f"{k} {100 * v['rescaled']['within_10pct']:.0f} %" for k, v in loo.items()]
-        text += f"; leave-one-{kind}-out share within ±10 % (rescaled): " + ", ".join(parts)
+            f"fit on {anchor}: max |error| {report.get('max_abs_error_pct', '?')} %"
+            + (f", {100 * within:.0f} % within ±10 %" if within is not None else ""))
+    if report.get("leave_one_source_out"):
+        parts = [f"{k} {100 * v['rescaled']['within_10pct']:.0f} %" for k, v in report["leave_one_source_out"].items()]
+        text += "; leave-one-source-out share within ±10 % (one factor per held-out source): " + ", ".join(parts)
+    elif report.get("leave_one_spatial_out"):
+        parts = [f"{k} {100 * v['factor_1']['within_10pct']:.0f} %" for k, v in report["leave_one_spatial_out"].items()]
+        text += "; leave-one-spatial-band-out share within ±10 %: " + ", ".join(parts)
     if getattr(spec, "represents", ""):
         text += f"; represents {spec.represents}"
     return text
