@@ -174,3 +174,46 @@ def test_runner_is_closed_when_profiling_fails(tmp_path):
         profile("host", "mobilenetv2-cifar", 32, out=tmp_path / "t.yaml", keys=[K3], builder=BytesBuilderForTests(),
                 runner=runner, progress=False)
     assert runner.closed
+
+
+@pytest.mark.slow
+def test_per_op_sum_check_on_the_host_measures_the_whole_model_with_litert(tmp_path):
+    """``hwnas profile --check`` on the host: the real builder and LiteRT runner time the whole model."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("hwnas.export.keras")
+    from hwnas.arch import ArchSpec
+    from hwnas.opkey import arch_op_keys
+    from hwnas.profile.check import check_per_op_sum
+
+    arch = ArchSpec.from_compact("res8 stem=cn_k3_s2_c8_r6 ir_k3_e2_s1_c8_r6 head=cn_k1_s1_c16_r6 classes=4")
+    table = LatencyTable(_meta(resolutions=[8]), {str(k): Entry(median_ms=0.01, samples=3) for _, k in arch_op_keys(arch)})
+    dev = get_device("host").model_copy(update={"repeats": 5, "warmup": 1})
+    res = check_per_op_sum(dev, table, archs=[arch])
+    (m,) = res.members
+    assert m.measured_ms > 0 and m.per_op_sum_ms == pytest.approx(0.04)
+    assert m.error_pct == pytest.approx(100 * (0.04 - m.measured_ms) / m.measured_ms)
+    assert m.op_profile_sum_ms is None  # the Python interpreter has no per-node profiler
+
+
+def test_fallback_share_is_reported_and_warned_when_large():
+    from hwnas.arch import ArchSpec
+    from hwnas.latency.predict import Predictor
+    from hwnas.opkey import arch_op_keys
+
+    arch = ArchSpec.from_compact("res8 stem=cn_k3_s2_c8_r6 ir_k3_e2_s1_c8_r6 ir_k5_e2_s1_c8_r6 head=cn_k1_s1_c64_r6 "
+                                 "classes=4")
+    keys = {layer.name: k for layer, k in arch_op_keys(arch)}
+    entries = {str(k): Entry(median_ms=1.0 if name.startswith("stages") else 5.0, samples=3)
+               for name, k in keys.items() if name != "stages.0.1"}
+    small = Predictor(get_device("host"), LatencyTable(_meta(resolutions=[8]), entries), fallback=True).predict(arch)
+    (fb,) = [b for b in small.per_block if b.source.startswith("fallback")]
+    assert small.fallback_share == pytest.approx(fb.latency_ms / small.latency_ms)
+    assert small.fallback_share < 0.2 and small.fallback_warning() is None
+    # the head and the classifier priced from other keys: most of the total is a guess
+    del entries[str(keys["head"])]
+    entries[str(keys["stages.0.1"])] = Entry(median_ms=0.01, samples=3)
+    entries[str(keys["stages.0.0"])] = Entry(median_ms=0.01, samples=3)
+    big = Predictor(get_device("host"), LatencyTable(_meta(resolutions=[8]), entries), fallback=True).predict(arch)
+    assert big.fallback_share > 0.2
+    assert f"{100 * big.fallback_share:.0f} % of the predicted" in big.fallback_warning()
+    assert big.to_dict()["fallback_share"] == big.fallback_share

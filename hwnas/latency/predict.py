@@ -66,10 +66,30 @@ class Prediction:
     fallback: list[str] = field(default_factory=list)
     energy_source: str | None = None
 
+    #: a prediction whose fallback-priced layers make up more than this share of its total is flagged
+    FALLBACK_WARN_SHARE = 0.2
+
+    @property
+    def fallback_share(self) -> float:
+        """Share (0..1) of :attr:`latency_ms` priced from fallbacks (nearest key scaled by MACs)."""
+        part = sum(b.latency_ms for b in self.per_block if b.source.startswith("fallback"))
+        return part / self.latency_ms if self.latency_ms > 0 else 0.0
+
+    def fallback_warning(self) -> str | None:
+        """A one-line warning when more than :attr:`FALLBACK_WARN_SHARE` of the total came from
+        fallbacks (the total then says little about the device), else None."""
+        share = self.fallback_share
+        if not self.fallback or share <= self.FALLBACK_WARN_SHARE:
+            return None
+        return (f"{100 * share:.0f} % of the predicted {self.latency_ms:.3f} ms on {self.device} comes from "
+                f"{len(self.fallback)} fallback-priced key(s) (nearest key scaled by MACs), not from measurements of "
+                f"those ops; measure them with hwnas profile --device {self.device}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
                 "energy_source": self.energy_source, "provenance": self.provenance,
                 "calibration": self.calibration, "missing": self.missing, "fallback": self.fallback,
+                "fallback_share": self.fallback_share, "fallback_warning": self.fallback_warning(),
                 "per_block": [b.to_dict() for b in self.per_block]}
 
 

@@ -73,13 +73,14 @@ class SumCheck:
 
 
 def check_per_op_sum(device: str | Device, table: LatencyTable, *, members: int = 3, seed: int = 0,
-                     builder=None, runner=None) -> SumCheck:
-    """Measure ``members`` random members of ``table``'s space end to end and compare with the
-    per-op sum of ``table``'s entries.
+                     archs=None, builder=None, runner=None) -> SumCheck:
+    """Measure ``members`` random members of ``table``'s space (or the given ``archs``) end to end
+    and compare with the per-op sum of ``table``'s entries.
 
     Args:
         device: the device (name or :class:`Device`) the table was measured on.
-        table: a measured table covering every op key of its space at its resolution.
+        table: a measured table covering every op key of its space at its resolution (or of ``archs``).
+        archs: check these :class:`~hwnas.arch.ArchSpec` instead of random members.
         builder, runner: override the device's defaults (the runner is closed afterwards).
 
     Raises:
@@ -89,15 +90,15 @@ def check_per_op_sum(device: str | Device, table: LatencyTable, *, members: int 
     from hwnas.spaces import get_space
 
     dev = device if isinstance(device, Device) else get_device(device)
-    resolution = table.meta.resolutions[0]
-    sp = get_space(table.meta.space, resolution=resolution)
+    if archs is None:
+        sp = get_space(table.meta.space, resolution=table.meta.resolutions[0])
+        rng = random.Random(seed)
+        archs = [sp.decode(sp.sample(rng)) for _ in range(members)]
     builder = builder or make_builder(dev)
     runner = runner or make_runner(dev)
-    rng = random.Random(seed)
     out = []
     try:
-        for i in range(members):
-            arch = sp.decode(sp.sample(rng))
+        for i, arch in enumerate(archs):
             per_op = sum(table.get(key).median_ms for _, key in arch_op_keys(arch) if key.kind != "skip")
             artifact = builder.build_arch(arch)
             nodes = None
