@@ -30,14 +30,18 @@ def devices_cmd(as_json: bool) -> None:
                      "priced_by": "cost model (estimated)" if dev.estimated else "tables",
                      "estimate_rests_on": describe_fit(dev.cost_model) if dev.cost_model else None,
                      "tables": [{"space": t.meta.space, "resolutions": t.meta.resolutions,
-                                 "provenance": t.meta.provenance.split(":")[0], "path": str(t.path)} for t in tables]})
+                                 "provenance": t.meta.provenance.split(":")[0], "path": str(t.path),
+                                 "fidelity": ({k: v for k, v in t.meta.fidelity.items() if k != "rows"}
+                                              if t.meta.fidelity else None)} for t in tables]})
     if as_json:
         print_json(rows)
         return
     print_table("devices", ["name", "aliases", "kind", "backend", "transport", "threads", "priced by", "tables"],
                 [[r["name"], ",".join(r["aliases"]) or "-", r["kind"], r["backend"], r["transport"], r["threads"],
                   r["priced_by"],
-                  " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']})"
+                  " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']}"
+                           + (f", checked {100 * t['fidelity']['within_10pct']:.0f} % ±10 % τ {t['fidelity']['kendall_tau']:.2f}"
+                              if t["fidelity"] else "") + ")"
                            for t in r["tables"]) or "-"] for r in rows], right=["threads"])
     for r in rows:
         if r["estimate_rests_on"]:
@@ -131,6 +135,12 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, as_json) 
                   b.source] for b in pred.per_block], right=["ms", "mJ"])
     energy = "unknown" if pred.energy_mj is None else f"{pred.energy_mj:.2f} mJ ({pred.energy_source})"
     click.echo(f"latency {pred.latency_ms:.2f} ms, energy {energy}")
+    if pred.fidelity:
+        from hwnas.profile.check import fidelity_line
+
+        click.echo(f"table {fidelity_line(pred.fidelity)}")
+    for w in pred.warnings:
+        click.echo(f"hwnas: warning: {w}", err=True)
     if pred.calibration:
         click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms")
     if pred.fallback:

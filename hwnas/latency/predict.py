@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from hwnas.arch import ArchSpec
 from hwnas.errors import TableError
 from hwnas.latency.costmodel import CostModel
+from hwnas.profile.check import fidelity_warning
 from hwnas.latency.devices import Device, get_device
 from hwnas.latency.table import LatencyTable, find_tables
 from hwnas.opkey import OpKey, arch_op_keys
@@ -65,6 +66,8 @@ class Prediction:
     calibration: dict[str, Any] | None = None
     fallback: list[str] = field(default_factory=list)
     energy_source: str | None = None
+    fidelity: dict[str, Any] | None = None  # the table's last `hwnas table check` (summary, no rows)
+    warnings: list[str] = field(default_factory=list)
 
     #: a prediction whose fallback-priced layers make up more than this share of its total is flagged
     FALLBACK_WARN_SHARE = 0.2
@@ -87,7 +90,8 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
-                "energy_source": self.energy_source, "provenance": self.provenance,
+                "energy_source": self.energy_source, "provenance": self.provenance, "fidelity": self.fidelity,
+                "warnings": self.warnings,
                 "calibration": self.calibration, "missing": self.missing, "fallback": self.fallback,
                 "fallback_share": self.fallback_share, "fallback_warning": self.fallback_warning(),
                 "per_block": [b.to_dict() for b in self.per_block]}
@@ -224,9 +228,13 @@ class Predictor:
         energy = None if any(e is None for e in energies) else sum(energies)
         if energy is not None and self.offset_ms and self.device.power_model:
             energy += self.device.power_model.active_w * self.offset_ms
+        fidelity = self.table.meta.fidelity if self.table is not None else None
+        warning = fidelity_warning(fidelity)
         return Prediction(latency_ms=float(latency), energy_mj=energy, per_block=blocks, missing=list(fallback),
                           provenance=self.provenance, device=self.device.name, calibration=self.calibration_info(),
-                          fallback=fallback, energy_source=", ".join(sorted(sources)) or None)
+                          fallback=fallback, energy_source=", ".join(sorted(sources)) or None,
+                          fidelity={k: v for k, v in fidelity.items() if k != "rows"} if fidelity else None,
+                          warnings=[warning] if warning else [])
 
     def __repr__(self) -> str:
         return f"Predictor(device={self.device.name!r}, provenance={self.provenance!r})"

@@ -115,6 +115,9 @@ class TableMeta(BaseModel):
     delegate: str | None = None
     source_file: str | None = None
     notes: str = ""
+    # the last `hwnas table check` (hwnas.profile.check.check_table): share within ±10 %, RMSPE,
+    # Spearman, Kendall τ of the predictor vs end-to-end measurements, with date, members and load
+    fidelity: dict[str, Any] | None = None
 
     @field_validator("provenance")
     @classmethod

@@ -116,4 +116,105 @@ def check_per_op_sum(device: str | Device, table: LatencyTable, *, members: int 
     return SumCheck(dev.name, str(table.path) if table.path else f"{table.meta.device}/{table.meta.space}", out)
 
 
-__all__ = ["MemberCheck", "SumCheck", "check_per_op_sum"]
+# ---------------------------------------------------------------------- table fidelity (hwnas table check)
+#: Below either, predictions from the table carry a warning naming the check. HW-NAS-Bench (Li et al.
+#: 2021, §4) found per-op sums rank poorly on some accelerators; 0.9 / 0.8 are our thresholds, not theirs.
+FIDELITY_MIN_WITHIN_10PCT = 0.9
+FIDELITY_MIN_KENDALL_TAU = 0.8
+
+
+def fidelity_stats(measured_ms: list[float], predicted_ms: list[float]) -> dict[str, Any]:
+    """Share of predictions within ±10 % of the measurement, RMSPE (%), max |error| (%), mean error
+    (%), Spearman ρ and Kendall τ of prediction vs measurement (ms lists of equal length ≥ 2).
+
+    Raises:
+        ValueError: fewer than two members or lists of different length.
+    """
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(measured_ms) != len(predicted_ms) or len(measured_ms) < 2:
+        raise ValueError("fidelity needs two or more (measured, predicted) pairs")
+    y, p = np.asarray(measured_ms, float), np.asarray(predicted_ms, float)
+    err = 100 * (p - y) / y
+    return {"members": len(y), "within_10pct": round(float(np.mean(np.abs(err) <= 10)), 4),
+            "rmspe_pct": round(float(np.sqrt(np.mean(err ** 2))), 3),
+            "max_abs_error_pct": round(float(np.abs(err).max()), 3), "mean_error_pct": round(float(err.mean()), 3),
+            "spearman": round(float(spearmanr(y, p)[0]), 4), "kendall_tau": round(float(kendalltau(y, p)[0]), 4)}
+
+
+def fidelity_warning(fidelity: dict[str, Any] | None) -> str | None:
+    """The warning a prediction carries for a table whose last check fell below the thresholds
+    (:data:`FIDELITY_MIN_WITHIN_10PCT`, :data:`FIDELITY_MIN_KENDALL_TAU`), or None."""
+    if not fidelity:
+        return None
+    low = []
+    if fidelity.get("within_10pct", 1.0) < FIDELITY_MIN_WITHIN_10PCT:
+        low.append(f"{100 * fidelity['within_10pct']:.0f} % of members within ±10 % "
+                   f"(< {100 * FIDELITY_MIN_WITHIN_10PCT:.0f} %)")
+    tau = fidelity.get("kendall_tau")
+    if tau is not None and tau == tau and tau < FIDELITY_MIN_KENDALL_TAU:
+        low.append(f"Kendall τ {tau:.2f} (< {FIDELITY_MIN_KENDALL_TAU})")
+    if not low:
+        return None
+    return (f"table check ('hwnas table check', {fidelity.get('date', '?')}, {fidelity.get('members', '?')} members): "
+            + " and ".join(low) + "; per-op sums may misprice this device")
+
+
+def fidelity_line(fidelity: dict[str, Any] | None) -> str | None:
+    """One line summarising a table's stored check, or None when it was never checked."""
+    if not fidelity:
+        return None
+    return (f"checked {fidelity.get('date', '?')}: {100 * fidelity['within_10pct']:.0f} % within ±10 %, "
+            f"RMSPE {fidelity['rmspe_pct']:.1f} %, Spearman {fidelity['spearman']:.3f}, "
+            f"Kendall τ {fidelity['kendall_tau']:.3f} over {fidelity['members']} members")
+
+
+def check_table(device: str | Device, table: LatencyTable, *, members: int = 20, seed: int = 0,
+                builder=None, runner=None, progress=None) -> dict[str, Any]:
+    """Measure ``members`` random members of ``table``'s space end to end on ``device`` and compare
+    them with the table's predictor (calibration included, as ``hwnas predict`` prices them).
+
+    Returns the fidelity report (:func:`fidelity_stats` plus ``date``, ``seed``, ``load_average``
+    (1-minute load while measuring, when readable), ``timer`` and per-member ``measured_ms`` /
+    ``predicted_ms``), ready for ``table.meta.fidelity``. ``progress(i, n)`` is called per member.
+
+    Raises:
+        MissingOpError: a member's op key is absent from the table (profile the space first).
+    """
+    import os
+
+    from hwnas.latency.predict import Predictor
+    from hwnas.latency.table import now_iso
+    from hwnas.profile.run import make_builder, make_runner
+    from hwnas.spaces import get_space
+
+    dev = device if isinstance(device, Device) else get_device(device)
+    resolution = table.meta.resolutions[0]
+    sp = get_space(table.meta.space, resolution=resolution)
+    predictor = Predictor(dev, table)
+    builder = builder or make_builder(dev)
+    runner = runner or make_runner(dev)
+    rng = random.Random(seed)
+    rows, loads = [], []
+    try:
+        for i in range(members):
+            arch = sp.decode(sp.sample(rng))
+            predicted = predictor.predict(arch).latency_ms
+            m = runner.measure(builder.build_arch(arch))
+            if hasattr(os, "getloadavg"):
+                loads.append(os.getloadavg()[0])
+            rows.append({"arch": arch.to_compact(), "measured_ms": round(m.median_ms, 4),
+                         "predicted_ms": round(predicted, 4)})
+            if progress:
+                progress(i + 1, members)
+    finally:
+        runner.close()
+    report = fidelity_stats([r["measured_ms"] for r in rows], [r["predicted_ms"] for r in rows])
+    report.update({"date": now_iso(), "seed": seed, "timer": dev.timer,
+                   "load_average": round(statistics.fmean(loads), 2) if loads else None, "rows": rows})
+    return report
+
+
+__all__ = ["MemberCheck", "SumCheck", "check_per_op_sum", "check_table", "fidelity_stats", "fidelity_warning",
+           "fidelity_line", "FIDELITY_MIN_WITHIN_10PCT", "FIDELITY_MIN_KENDALL_TAU"]
