@@ -217,3 +217,27 @@ def test_fallback_share_is_reported_and_warned_when_large():
     assert big.fallback_share > 0.2
     assert f"{100 * big.fallback_share:.0f} % of the predicted" in big.fallback_warning()
     assert big.to_dict()["fallback_share"] == big.fallback_share
+
+
+def test_tables_of_a_device_are_checked_against_its_environment_and_strict_refuses(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    from hwnas.latency.table import TableEnvironmentWarning
+
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path))
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+    arch = "res8 stem=cn_k3_s2_c8_r6 ir_k3_e2_s1_c8_r6 head=cn_k1_s1_c16_r6 classes=4"
+    from hwnas.arch import ArchSpec
+    from hwnas.opkey import arch_op_keys
+
+    keys = [k for _, k in arch_op_keys(ArchSpec.from_compact(arch))]
+    LatencyTable(_meta(threads=2, resolutions=[8]), {str(k): Entry(median_ms=1.0, samples=3) for k in keys}).save(
+        tmp_path / "host-two-threads-8.yaml")
+    with pytest.warns(TableEnvironmentWarning, match="threads: table 2, device 1"):
+        assert len(find_tables("host", resolution=8)) == 1
+    res = CliRunner().invoke(main, ["predict", arch, "--target", "host", "--fallback", "--strict"])
+    assert res.exit_code == 2 and "threads: table 2, device 1" in res.output and "--strict" in res.output
+    res = CliRunner().invoke(main, ["predict", arch, "--target", "host", "--fallback"])
+    assert res.exit_code == 0, res.output
+    assert "hwnas: warning:" in res.output and "threads: table 2, device 1" in res.output

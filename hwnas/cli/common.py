@@ -44,3 +44,25 @@ def arch_argument(func):
 
 def fmt_millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
+
+
+def strict_option(func):
+    """``--strict``: refuse a latency table measured in another environment than the device's now
+    (threads, runtime version, precision, delegate, governor) instead of warning. Turns
+    :class:`hwnas.latency.table.TableEnvironmentWarning` into an error for the command."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, strict: bool = False, **kwargs):
+        import warnings
+
+        from hwnas.latency.table import TableEnvironmentWarning
+
+        with warnings.catch_warnings():
+            if strict:
+                warnings.simplefilter("error", TableEnvironmentWarning)
+            return func(*args, **kwargs)
+
+    return click.option("--strict", is_flag=True,
+                        help="Refuse a latency table measured with other threads, runtime version, precision, "
+                             "delegate or governor than the device's now (default: warn).")(wrapper)

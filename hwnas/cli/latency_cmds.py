@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import arch_argument, print_json, print_table
+from hwnas.cli.common import arch_argument, print_json, print_table, strict_option
 
 
 @main.command("devices")
@@ -109,6 +109,7 @@ def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrat
 
 @main.command("predict")
 @arch_argument
+@strict_option
 @click.option("--target", required=True, help="Device name or alias (pixel1, pixel, host, ...).")
 @click.option("--table", "table_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Use this table (checked against the target and resolution).")

@@ -10,7 +10,7 @@ import sys
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import print_json, print_table
+from hwnas.cli.common import print_json, print_table, strict_option
 
 
 
@@ -32,6 +32,7 @@ def _stdout_to_stderr(active: bool):
 
 
 @main.command("search")
+@strict_option
 @click.option("--target", default=None, help="Device name or alias (e.g. pixel); see `hwnas devices`. "
                                              "Required unless --resume.")
 @click.option("--space", default="mobilenetv2", show_default=True,

@@ -53,6 +53,13 @@ SCHEMA_VERSION = 1
 _PROVENANCE = re.compile(r"^(measured|estimated)(: .+)?$", re.S)
 
 
+class TableEnvironmentWarning(HwnasWarning, TableError):
+    """A measured table was made in another environment than the device's now (threads, runtime
+    version, precision, delegate, governor). A warning by default; ``--strict`` (or
+    ``warnings.simplefilter("error", TableEnvironmentWarning)``) turns it into an error, which, being
+    a :class:`TableError`, the CLI prints on one line with exit status 2."""
+
+
 class Entry(BaseModel):
     """One op's measurement: latency in ms (median, 10th/90th percentile), sample count, energy in mJ.
 
@@ -394,6 +401,8 @@ def find_tables(device: str | None = None, space: str | None = None, resolution:
     :class:`TableError` is raised — a prediction must not quietly fall back on a shipped table or a
     cost model; any other corrupt file is skipped with its message appended to ``errors`` when given
     (``hwnas devices`` and ``hwnas table show`` print them), else with a :class:`HwnasWarning`.
+    Each measured table of a registered ``device`` is compared with that device's environment
+    (:func:`check_environment`: a :class:`TableEnvironmentWarning`, an error under ``--strict``).
 
     Raises:
         TableError: a table of the requested device is corrupt (names the file and the problem).
@@ -401,6 +410,15 @@ def find_tables(device: str | None = None, space: str | None = None, resolution:
     names = {n.lower() for n in (device, *aliases) if n}
     out = []
     seen: set[str] = set()
+    dev = None
+    if device is not None:
+        from hwnas.errors import UnknownNameError
+        from hwnas.latency.devices import get_device
+
+        try:
+            dev = get_device(device)
+        except UnknownNameError:
+            dev = None
     for folder in table_dirs():
         if not folder.is_dir():
             continue
@@ -427,6 +445,8 @@ def find_tables(device: str | None = None, space: str | None = None, resolution:
             if ident in seen:
                 continue
             seen.add(ident)
+            if dev is not None:
+                check_environment(table, dev)
             out.append(table)
     return out
 
@@ -488,7 +508,7 @@ def environment_mismatches(table: LatencyTable, device, *, backend_version: str 
 
 
 def check_environment(table: LatencyTable, device, *, strict: bool = False, **now) -> list[str]:
-    """Warn (:class:`HwnasWarning`) when a measured table was made in another environment than the
+    """Warn (:class:`TableEnvironmentWarning`) when a measured table was made in another environment than the
     device's (:func:`environment_mismatches`); with ``strict`` refuse it.
 
     Returns:
@@ -503,7 +523,7 @@ def check_environment(table: LatencyTable, device, *, strict: bool = False, **no
                f"{'; '.join(diffs)}; its figures may not hold: re-profile with hwnas profile --device {device.name}")
         if strict:
             raise TableError(msg + " (refused by --strict)")
-        warnings.warn(msg, HwnasWarning, stacklevel=2)
+        warnings.warn(msg + " (--strict refuses such a table)", TableEnvironmentWarning, stacklevel=2)
     return diffs
 
 
@@ -606,5 +626,5 @@ def diff_tables(a: LatencyTable, b: LatencyTable) -> dict[str, Any]:
 
 __all__ = ["SCHEMA_VERSION", "Entry", "Calibration", "CalibrationPoint", "TableMeta", "LatencyTable", "find_tables",
            "table_dirs", "user_table_dir", "table_filename", "diff_tables", "machine_info", "read_cpu_state",
-           "now_iso", "environment_mismatches", "check_environment", "installed_backend_version",
+           "now_iso", "TableEnvironmentWarning", "environment_mismatches", "check_environment", "installed_backend_version",
            "check_table_consistency", "TableCheck"]
