@@ -1,4 +1,4 @@
-"""Search quality on the tabular NB201 × Pixel-3 task: RL (MnasNet), regularized evolution, random.
+"""Search quality on the tabular NB201 × Pixel-3 task: RL (MnasNet), regularized evolution, random, NSGA-II.
 
 Task: NAS-Bench-201 CIFAR-10 accuracy joined with HW-NAS-Bench Pixel 3 latency (only the 8,689
 members in both tables count; the others are infeasible — see :mod:`hwnas.search.tabular`).
@@ -8,11 +8,18 @@ it evaluated within the limit (MnasNet's hard reward, α = 0, β = −1, so that
 reward). Figures (accuracy points): mean and worst gap to the best member under the limit, the
 share of seeds that find it, and the mean number of distinct members evaluated.
 
+Multi-objective figure: the hypervolume of everything a method evaluated (its accuracy–latency
+front), in the normalised space ``(1 − accuracy, latency / max joined latency)`` with reference
+point ``(1, 1)``, computed exactly by pymoo; ``optimal_hypervolume`` is that of the whole joined
+table's front (the ceiling). Every method gets the same number of evaluations. NSGA-II searches the
+whole front (it ignores the limit); the single-objective methods search under the limit, so their
+hypervolume shows how much of the trade-off a constrained search leaves unexplored.
+
 Hyper-parameters are each searcher's defaults, chosen once on seeds 100..129 (not the reported
 seeds 0..9); see docs/search-rl.md.
 
 Usage: ``python benchmarks/search_quality.py [--queries 200] [--seeds 10] [--first-seed 0]
-[--data-dir ../shared/data] [--methods mnasnet,evolution,random] [--count-repeats]``. Prints JSON.
+[--data-dir ../shared/data] [--methods mnasnet,evolution,random,nsga2] [--count-repeats]``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -25,21 +32,32 @@ import time
 
 
 def run(queries: int = 200, seeds: int = 10, first_seed: int = 0, data_dir: str | None = None,
-        methods: str = "mnasnet,evolution,random", options: dict | None = None, count_repeats: bool = False) -> dict:
+        methods: str = "mnasnet,evolution,random,nsga2", options: dict | None = None, count_repeats: bool = False) -> dict:
     from hwnas.search.base import get_searcher
     from hwnas.search.tabular import NB201Benchmark, TabularEvaluator
 
     bench = NB201Benchmark(data_dir)
     limit = bench.median_latency()
     best_c, best_rec = bench.best_under(limit)
+    lat_max = bench.latency_bounds(joined_only=True)[1]
+
+    def hv(evaluated) -> float:
+        import numpy as np
+
+        from hwnas.search.nsga2 import hypervolume
+
+        pts = np.array([[1.0 - e.accuracy, e.latency_ms / lat_max] for e in evaluated if e.accuracy is not None])
+        return hypervolume(pts, np.ones(2)) if len(pts) else 0.0
+
     out = {"task": "nb201-cifar10 x hw-nas-bench pixel3", **bench.summary(), "limit_ms": limit,
            "best_under_limit": {"arch": best_rec.arch_str, "nb201_idx": best_rec.nb201_idx,
                                 "accuracy": best_rec.accuracy, "latency_ms": best_rec.latency_ms},
+           "optimal_hypervolume": hv([TabularEvaluator(bench).evaluate(c) for c, _ in bench.joined]),
            "queries": queries, "seeds": list(range(first_seed, first_seed + seeds)),
            "accounting": "every proposal counts" if count_repeats else "distinct architectures (repeats free)",
            "methods": {}}
     for method in methods.split(","):
-        gaps, hits, uniq, t0 = [], 0, [], time.time()
+        gaps, hits, uniq, hvs, t0 = [], 0, [], [], time.time()
         for seed in range(first_seed, first_seed + seeds):
             searcher = get_searcher(method, seed=seed, count_repeats=count_repeats, **(options or {}).get(method, {}))
             evaluator = TabularEvaluator(bench)
@@ -50,9 +68,12 @@ def run(queries: int = 200, seeds: int = 10, first_seed: int = 0, data_dir: str 
             gaps.append(gap)
             hits += int(abs(gap) < 1e-9)
             uniq.append(res.extra["unique_archs"])
+            hvs.append(hv(res.history))
         out["methods"][method] = {
             "mean_gap": statistics.fmean(gaps), "worst_gap": max(gaps), "median_gap": statistics.median(gaps),
             "found_best_share": hits / seeds, "mean_unique_archs": statistics.fmean(uniq),
+            "mean_hypervolume": statistics.fmean(hvs), "worst_hypervolume": min(hvs),
+            "hypervolumes": [round(h, 5) for h in hvs],
             "gaps": [round(g, 4) for g in gaps], "seconds": round(time.time() - t0, 2)}
     return out
 
@@ -63,7 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--methods", default="mnasnet,evolution,random")
+    p.add_argument("--methods", default="mnasnet,evolution,random,nsga2")
     p.add_argument("--options", default="{}", help='JSON, e.g. {"mnasnet": {"controller_lr": 0.05}}')
     p.add_argument("--count-repeats", action="store_true", help="count every proposal, repeats included")
     a = p.parse_args(argv)

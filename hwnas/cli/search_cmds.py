@@ -39,7 +39,8 @@ def _stdout_to_stderr(active: bool):
               help="Search space, taken literally (mobilenetv2, fbnet, their -cifar small-input variants; "
                    "mnasnet/efficientnet with --method mnasnet|evolution|random).")
 @click.option("--method", default="proxyless", show_default=True,
-              help="fbnet | proxyless | singlepath (differentiable) or mnasnet | evolution | random.")
+              help="fbnet | proxyless | singlepath (differentiable), mnasnet | evolution | random, or nsga2 "
+                   "(multi-objective: the whole Pareto front, front.yaml).")
 @click.option("--latency-ms", type=float, default=None,
               help="Latency budget on the target in ms [default: MobileNetV2's at the same width/resolution].")
 @click.option("--data", default="mnist5k", show_default=True,
@@ -58,11 +59,12 @@ def _stdout_to_stderr(active: bool):
 @click.option("--arch-lr", type=float, default=None, help="Architecture learning rate.")
 @click.option("--objective", default=None,
               help="proxyless: the loss form, mul_log (default) or add; mnasnet/evolution/random: the costs of "
-                   "MnasNet's weighted-product reward, e.g. latency,energy.")
+                   "MnasNet's weighted-product reward, e.g. latency,energy; nsga2: the costs beside accuracy "
+                   "(latency, energy, params, macs).")
 @click.option("--hard", is_flag=True, help="Hard latency constraint: no latency pressure below the budget.")
 @click.option("--quantize", type=click.Choice(["int8", "float16"]), default=None, help="Quantize the .tflite.")
 @click.option("--samples", type=int, default=100, show_default=True,
-              help="Architectures evaluated by mnasnet/evolution/random.")
+              help="Architectures evaluated by mnasnet/evolution/random/nsga2.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="PyTorch CPU threads.")
 @click.option("--data-limit", type=int, default=None, help="Use only this many images (quick runs).")

@@ -7,8 +7,8 @@ A searcher is a class registered under a method name::
         def run(self, space, objective, data, budget, run) -> SearchResult: ...
 
 ``get_searcher(name, **options)`` imports the modules that define searchers lazily
-(``hwnas.search.differentiable``, ``.rl``, ``.evolution``, ``.random_search``; missing ones are
-skipped) and returns an instance.
+(``hwnas.search.differentiable``, ``.rl``, ``.evolution``, ``.random_search``, ``.nsga2``; missing
+ones are skipped) and returns an instance.
 
 Every run writes one :class:`RunDir`::
 
@@ -47,7 +47,7 @@ Choices = tuple[int, ...]
 
 #: Modules imported by :func:`get_searcher` to fill the registry (missing ones are skipped).
 SEARCHER_MODULES = ("hwnas.search.differentiable", "hwnas.search.rl", "hwnas.search.evolution",
-                    "hwnas.search.random_search")
+                    "hwnas.search.random_search", "hwnas.search.nsga2")
 
 
 # ---------------------------------------------------------------------------------------- results

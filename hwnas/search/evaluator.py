@@ -378,6 +378,11 @@ class Strategy:
     def summary(self) -> dict[str, Any]:
         return {}
 
+    def drain_records(self) -> list[dict[str, Any]]:
+        """Extra ``history.jsonl`` records produced since the last call (e.g. NSGA-II's per-generation
+        hypervolume); written after the round's evaluations, before its checkpoint."""
+        return []
+
 
 class SampleSearcher(Searcher):
     """Base of RL / evolution / random search: the shared ask → evaluate → tell loop.
@@ -561,6 +566,8 @@ class SampleSearcher(Searcher):
                     run.append_history({"kind": "eval", "method": self.name, **e.to_dict(), "reward": r,
                                         "within_limit": limit_ms is None or e.latency_ms <= limit_ms,
                                         "repeat": rep})
+                for record in strategy.drain_records():
+                    run.append_history(record)
                 run.save_checkpoint({"method": self.name, "strategy": strategy.state_dict(), "rng": rng.getstate(),
                                      "history": [e.to_dict() for e in history], "rewards": rewards,
                                      "history_lines": run.history_lines()})
