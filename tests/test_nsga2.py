@@ -122,3 +122,18 @@ def test_any_costs_make_a_higher_dimensional_front(tmp_path):
     with pytest.raises(ConfigError, match="unknown objective"):
         get_searcher("nsga2", objective="speed").search(space, ToyEvaluator(space), lambda e: e.accuracy, 8,
                                                         plot=False)
+
+
+@pytest.mark.slow
+def test_at_least_random_search_on_nb201_pixel3(shared_data):
+    """benchmarks/search_quality.py's hypervolume comparison, small: NSGA-II ≥ random at equal evaluations."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality.py"
+    spec = importlib.util.spec_from_file_location("search_quality", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run(queries=100, seeds=3, data_dir=shared_data, methods="nsga2,random")
+    hv = {m: r["mean_hypervolume"] for m, r in out["methods"].items()}
+    assert 0 < hv["random"] <= hv["nsga2"] < out["optimal_hypervolume"], hv
