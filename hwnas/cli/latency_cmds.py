@@ -193,6 +193,8 @@ def table_show(ref: str, entries: bool, as_json: bool) -> None:
         click.echo(f"{t.path}\n  device {m.device}, space {m.space}, resolutions {m.resolutions}, backend "
                    f"{m.backend} {m.backend_version or ''}, threads {m.threads}, governor {m.governor}, "
                    f"date {m.date}\n  provenance: {m.provenance}\n  entries: {len(t)}")
+        if m.notes:
+            click.echo(f"  notes: {m.notes}")
         if t.calibration:
             c = t.calibration
             click.echo(f"  calibration: scale {c.scale:.4f}, offset {c.offset_ms:.3f} ms on {len(c.points)} "
