@@ -11,6 +11,17 @@ Usage::
 
     python benchmarks/predictor_fidelity.py                          # mobilenetv2 @224, 100 members
     python benchmarks/predictor_fidelity.py --members 20 --resolution 128   # smaller run
+    python benchmarks/predictor_fidelity.py --space fbnet --members 6 --only-member-keys   # any space, small N
+    python benchmarks/predictor_fidelity.py --zoo mobilenetv3-large,efficientnet-b0 --members 0
+
+``--space``: ``mobilenetv2``, ``fbnet``, ``mnasnet``, ``efficientnet`` (any registered space works).
+``--only-member-keys`` profiles only the op keys of the drawn members instead of the whole space (a
+small-N run on a loaded machine). ``--zoo`` measures reference nets end to end and prices them from
+a table of their own op keys measured the same way (MobileNetV3 with SE/h-swish, EfficientNet-B0).
+The calibration is kept only when its leave-one-out error on the calibration members beats the raw
+sum's (../shared/STACK.md, 2026-12-02: a scale fitted on 5 members under load made things worse);
+``calibration_kept`` says which. ``load_average`` gives the 1-minute load at start and end: figures
+taken under load are not quiet-machine figures.
 
 ``journal_span_minutes`` is the first-to-last measurement time in the journal: the profiling time
 of a run that was resumed from an earlier journal (``resumed_ops`` > 0).
@@ -52,7 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help="table path (default: a temporary folder)")
     ap.add_argument("--ship", action="store_true", help="write the table to latency_tables/ in the repository")
     ap.add_argument("--device", default="host")
+    ap.add_argument("--only-member-keys", action="store_true", help="profile only the drawn members' op keys")
+    ap.add_argument("--zoo", default="", help="comma-separated zoo nets measured end to end too")
     args = ap.parse_args(argv)
+    import os
+
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     import numpy as np
     from scipy.stats import spearmanr
@@ -72,32 +88,44 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="hwnas-fidelity-")) / "table.yaml"
 
+    crng = random.Random(args.seed)
+    cal_archs = [space.decode(space.sample(crng)) for _ in range(args.calibrate)]
+    rng = random.Random(args.seed + 1_000_003)  # disjoint from the calibration draw
+    test_archs = [space.decode(space.sample(rng)) for _ in range(args.members)]
+    keys = None
+    if args.only_member_keys:
+        from hwnas.opkey import arch_op_keys
+
+        keys = sorted({str(k) for a in cal_archs + test_archs for _, k in arch_op_keys(a)})
     t0 = time.perf_counter()
-    res = profile(device, args.space, args.resolution, out=out, progress=sys.stderr.isatty())
+    res = profile(device, args.space, args.resolution, out=out, progress=sys.stderr.isatty(), keys=keys)
     profiling_s = time.perf_counter() - t0
     journal_span_s = _journal_span_s(res.journal)
     table = LatencyTable.load(out)
 
     builder, runner = make_builder(device), make_runner(device)
     t0 = time.perf_counter()
+    raw = Predictor(device, LatencyTable(table.meta, table.entries))
+    calibration_kept = None
     if args.calibrate:
-        crng = random.Random(args.seed)
         points = []
-        for i in range(args.calibrate):
-            arch = space.decode(space.sample(crng))
+        for i, arch in enumerate(cal_archs):
             points.append((f"member{i}", arch, runner.measure(builder.build_arch(arch)).median_ms))
-        fit_calibration(table, points)
-        table.save(out)
+        # leave-one-out on the calibration members: keep the calibration only if it beats the raw sum
+        sums = np.array([raw.predict(a).latency_ms for _, a, _ in points])
+        meas = np.array([m for _, _, m in points])
+        loo = [abs(np.median(np.delete(meas / sums, i)) * sums[i] / meas[i] - 1) for i in range(len(points))]
+        calibration_kept = bool(len(points) >= 3 and np.mean(loo) < np.mean(np.abs(sums / meas - 1)))
+        if calibration_kept:
+            fit_calibration(table, points)
+            table.save(out)
     calibration_s = time.perf_counter() - t0
     calibrated = Predictor(device, table)
-    raw = Predictor(device, LatencyTable(table.meta, table.entries))
-    rng = random.Random(args.seed + 1_000_003)  # disjoint from the calibration draw
     measured, pred_cal, pred_raw = [], [], []
     members_path = out.with_name(out.stem + ".members.jsonl")
     t1 = time.perf_counter()
     with open(members_path, "w") as fh:
-        for _ in range(args.members):
-            arch = space.decode(space.sample(rng))
+        for arch in test_archs:
             m = runner.measure(builder.build_arch(arch))
             measured.append(m.median_ms)
             pred_cal.append(calibrated.predict(arch).latency_ms)
@@ -107,12 +135,27 @@ def main(argv: list[str] | None = None) -> dict:
             fh.flush()
     measure_s = time.perf_counter() - t1
 
+    zoo = {}
+    if args.zoo:
+        from hwnas.latency.table import Entry
+        from hwnas.opkey import arch_op_keys
+        from hwnas.profile.run import measure_key
+        from hwnas.zoo import zoo_arch
+
+        for name in filter(None, args.zoo.split(",")):
+            arch = zoo_arch(name).with_resolution(args.resolution)
+            zkeys = {str(k): k for _, k in arch_op_keys(arch)}
+            ztable = LatencyTable(table.meta.model_copy(update={"space": f"zoo:{name}", "notes": "benchmark only"}),
+                                  {s: Entry(median_ms=measure_key(k, builder, runner, device).median_ms, samples=1)
+                                   for s, k in zkeys.items() if k.kind != "skip"})
+            e2e = runner.measure(builder.build_arch(arch)).median_ms
+            psum = Predictor(device, ztable).predict(arch).latency_ms
+            zoo[name] = {"measured_ms": e2e, "per_op_sum_ms": psum, "error_pct": round(100 * (psum - e2e) / e2e, 2)}
+
     def stats(pred: list[float]) -> dict:
-        y, p = np.array(measured), np.array(pred)
-        err = 100 * (p - y) / y
-        return {"within_10pct": float(np.mean(np.abs(err) <= 10)), "rmspe_pct": float(np.sqrt(np.mean(err ** 2))),
-                "max_abs_error_pct": float(np.abs(err).max()), "mean_error_pct": float(err.mean()),
-                "spearman": float(spearmanr(y, p).statistic)}
+        from hwnas.profile.check import fidelity_stats
+
+        return fidelity_stats(measured, pred) if len(measured) >= 2 else {}
 
     result = {
         "device": device.name, "space": space.name, "resolution": args.resolution, "members": args.members,
@@ -123,8 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
         "calibration_minutes": round(calibration_s / 60, 2),
         "end_to_end_measure_minutes": round(measure_s / 60, 2),
         "calibration": table.calibration.model_dump(exclude={"points"}) if table.calibration else None,
-        "calibrated": stats(pred_cal), "raw_sum": stats(pred_raw),
-        "measured_ms": {"min": min(measured), "median": float(np.median(measured)), "max": max(measured)},
+        "calibration_kept": calibration_kept,
+        "calibrated": stats(pred_cal), "raw_sum": stats(pred_raw), "zoo": zoo,
+        "measured_ms": ({"min": min(measured), "median": float(np.median(measured)), "max": max(measured)}
+                        if measured else None),
+        "load_average": {"start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "only_member_keys": args.only_member_keys,
         "table": str(out), "members_file": str(members_path), "machine": table.meta.machine, "backend_version": table.meta.backend_version,
     }
     print(json.dumps(result, indent=2))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from click.testing import CliRunner
 
 from hwnas.cli import main
@@ -38,8 +40,8 @@ def test_stored_parameters_are_the_fit_of_the_public_data(shared_data):
     spec, _ = _stored()
     assert spec.kind == "mobile-cpu-v2" and spec.anchor == "slim_mnv2v3"
     params, factors = fit_sources(load_sources(shared_data, spec.sources), spec.anchor)
-    assert params == spec.params
-    assert factors == spec.source_factors
+    assert params == pytest.approx(spec.params, rel=1e-3, abs=1e-6)  # the optimiser's last digits may vary
+    assert factors == pytest.approx(spec.source_factors, rel=1e-3)
     assert all(v >= 0 for v in params.values())
 
 
