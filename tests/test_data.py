@@ -1,4 +1,5 @@
-"""Datasets: built-in real images, disk formats, seeded splits, train-only augmentation."""
+"""Datasets: built-in real images, disk formats, seeded splits, train-only augmentation, streaming
+loaders (workers, shards) and full-resolution image folders."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def test_digits_splits_are_seeded_and_disjoint(digits):
     assert torch.equal(again.val.x, digits.val.x) and torch.equal(again.test.y, digits.test.y)
     other = load_data("digits", resolution=16, seed=1)
     assert not torch.equal(other.test.y, digits.test.y)
-    # normalised with the train split's statistics
-    assert abs(float(digits.train.x.mean())) < 1e-4 and abs(float(digits.train.x.std()) - 1) < 1e-2
+    # normalised with the train split's statistics (measured on its first STATS_IMAGES images)
+    assert abs(float(digits.train.x.mean())) < 0.05 and abs(float(digits.train.x.std()) - 1) < 0.05
     # no image is in two splits
     rows = {tuple(r.tolist()) for r in digits.test.x.flatten(1)[:, ::7]}
     assert not any(tuple(r.tolist()) in rows for r in digits.train.x.flatten(1)[:, ::7][:300])
@@ -100,3 +101,90 @@ def test_bad_names_and_paths(tmp_path):
         load_data(f"npz:{tmp_path / 'bad.npz'}")
     with pytest.raises(ConfigError, match="data_batch"):
         load_data(f"cifar10:{tmp_path}")
+
+
+def _stripes(root, per_class: int, size: int = 256):
+    """Full-size images of 2-px stripes whose orientation is the class (period 4 px: a 64-px
+    reduction of a 256-px image averages every stripe pair to flat grey)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("horizontal", "vertical"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            line = ((np.arange(size) + rng.integers(0, 4)) // 2) % 2 * 255
+            img = np.tile(line[:, None], (1, size)) if cls == "horizontal" else np.tile(line[None, :], (size, 1))
+            Image.fromarray(img.astype(np.uint8)).convert("RGB").save(root / cls / f"{i}.png")
+
+
+def test_imagefolder_reaches_the_network_at_full_resolution(tmp_path):
+    """Images are resampled once from the file to --resolution: 2-px stripes survive at 128 px
+    (they would not through a 64-px intermediate: accuracy then stays at chance)."""
+    from torch import nn
+
+    from hwnas.search.train import evaluate, train_model
+
+    _stripes(tmp_path / "stripes", 40)
+    data = load_data(f"imagefolder:{tmp_path / 'stripes'}", resolution=128, seed=0, workers=0)
+    assert data.recipe == "imagenet" and data.train.x.shape[1:] == (3, 128, 128)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    train_model(model, data, epochs=4, lr=0.1, batch_size=16)
+    test_acc, _ = evaluate(model, data.batches("test", 64))
+    all_acc, _ = evaluate(model, data.batches("train", 64, shuffle=False, augment=False))
+    assert test_acc >= 0.9 and all_acc >= 0.9, (test_acc, all_acc)  # chance: 0.5
+
+
+def test_imagenet_layout_and_transforms(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 12), ("val", 3)):
+        for cls in ("a", "b"):
+            (tmp_path / "inet" / part / cls).mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)  # not square: crops must cope
+                Image.fromarray(arr).save(tmp_path / "inet" / part / cls / f"{i}.jpg", quality=90)
+    d = load_data(f"imagefolder:{tmp_path / 'inet'}", resolution=40, seed=0, workers=0)
+    assert len(d.test) == 6 and len(d.train) + len(d.val) == 24 and d.num_classes == 2  # val/ is the test split
+    a = next(d.batches("train", 8, epoch=0))[0]
+    b = next(d.batches("train", 8, epoch=0))[0]
+    c = next(d.batches("train", 8, epoch=1))[0]
+    assert a.shape == (8, 3, 40, 40) and torch.equal(a, b) and not torch.equal(a, c)
+    # eval: the centre 0.875·short-side square, resampled once
+    from hwnas.search.data import Transform
+
+    tf = Transform(40, "imagenet")
+    assert tf._centre_box(120, 90) == pytest.approx((20.625, 5.625, 99.375, 84.375))
+    boxes = {tf._random_box(120, 90, __import__("random").Random(s)) for s in range(20)}
+    assert len(boxes) == 20 and all(0 <= l < r <= 120 and 0 <= t < bt <= 90 for l, t, r, bt in boxes)
+    (tmp_path / "inet" / "val" / "zzz").mkdir()
+    with pytest.raises(ConfigError, match="zzz"):
+        load_data(f"imagefolder:{tmp_path / 'inet'}", resolution=40)
+
+
+def test_workers_and_shards_give_the_same_batches(tmp_path):
+    """Worker processes change nothing; two ranks' shards of B make up the one-process batch of 2B."""
+    from hwnas.search import data as D
+
+    imgs, labels = _digits_uint8()
+    np.savez(tmp_path / "d.npz", x=imgs[:400], y=labels[:400])
+    d0 = load_data(f"npz:{tmp_path / 'd.npz'}", resolution=12, seed=0, workers=0)
+    assert isinstance(d0.train.dataset.source.x, np.memmap)  # uncompressed npz: memory-mapped, not read
+    d2 = load_data(f"npz:{tmp_path / 'd.npz'}", resolution=12, seed=0, workers=2)
+    for a, b in zip(d0.batches("train", 16, epoch=3, limit=4), d2.batches("train", 16, epoch=3, limit=4)):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    d2.close()
+    whole = list(d0.batches("train", 16, epoch=1, limit=3))
+    shards = []
+    for rank in range(2):
+        dl = d0.loader("train", 8, shuffle=True, shard=True)
+        dl.batch_sampler.set((0, "train", 1), True, 0, 3, rank, 2)
+        shards.append(list(dl))
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards):
+        got = sorted(map(tuple, torch.cat([x0, x1]).flatten(1)[:, ::5].tolist()))
+        assert got == sorted(map(tuple, x.flatten(1)[:, ::5].tolist()))
+        assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+    assert D.DataBundle.steps(d0, "train", 16) == len(d0.train) // 16

@@ -67,6 +67,11 @@ def _stdout_to_stderr(active: bool):
               help="Architectures evaluated by mnasnet/evolution/random/nsga2.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="PyTorch CPU threads.")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes decoding images [default: 0 for in-memory data, 4 for imagefolder].")
+@click.option("--augment", type=click.Choice(["auto", "imagenet", "small"]), default="auto", show_default=True,
+              help="Transforms: imagenet (RandomResizedCrop + flip; eval resize/0.875 + centre crop), small "
+                   "(pad-crop + flip, for 32-px data); auto: imagenet for imagefolder, else small.")
 @click.option("--data-limit", type=int, default=None, help="Use only this many images (quick runs).")
 @click.option("--max-seconds", type=float, default=None, help="Stop the search after this many seconds.")
 @click.option("--out", default=None, help="Run folder [default: runs/<method>-<target>-<time>].")
@@ -78,7 +83,7 @@ def _stdout_to_stderr(active: bool):
 @click.option("--quiet", is_flag=True, help="No progress bars or status lines.")
 def search_cmd(target, space, method, latency_ms, data, resolution, width, epochs, warmup_epochs, steps_per_epoch,
                batch_size, final_epochs, final, lr, arch_lr, objective, hard, quantize, samples, seed, threads,
-               data_limit, max_seconds, out, resume, extra, as_json, quiet) -> None:
+               workers, augment, data_limit, max_seconds, out, resume, extra, as_json, quiet) -> None:
     """Search an architecture for TARGET, train it, export a .tflite and report.
 
     Writes a run folder with config.yaml, history.jsonl, checkpoints/, arch.yaml, model.pt,
@@ -102,7 +107,8 @@ def search_cmd(target, space, method, latency_ms, data, resolution, width, epoch
                        resolution=resolution, width=width, epochs=epochs, warmup_epochs=warmup_epochs,
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, final_epochs=final_epochs, final=final,
                        lr=lr, arch_lr=arch_lr, objective=objective, hard=hard, quantize=quantize, samples=samples,
-                       seed=seed, threads=threads, data_limit=data_limit, max_seconds=max_seconds, out=out,
+                       seed=seed, threads=threads, workers=workers, augment=augment, data_limit=data_limit,
+                       max_seconds=max_seconds, out=out,
                        options=options)
     echo = None if quiet or as_json else (lambda s: click.echo(s, err=True))
     with _stdout_to_stderr(as_json):  # native libraries (LiteRT, TF) print to fd 1; keep JSON output clean

@@ -180,10 +180,18 @@ class DifferentiableSearcher(Searcher):
         exit_at = self.opt("exit_at_step") if ck is None else None
         t_start = time.perf_counter() - st["seconds"]
 
+        val_pass: dict[str, Any] = {"at": None, "it": None}
+
         def val_batch(epoch: int, j: int):
+            """Architecture step ``j``'s val batch: pass ``j // n_val`` of a seeded shuffle of val, batch
+            ``j % n_val`` (a function of the position alone, so resume draws the same batches); one
+            iterator is kept across consecutive steps so loader workers stream ahead."""
             rnd, idx = divmod(j, n_val)
-            return next(data.batches("val", bs, epoch=epoch * 100003 + rnd, start=idx, limit=idx + 1,
-                                     shuffle=True, augment=False, seed=seed))
+            if val_pass["at"] != (epoch, rnd, idx):
+                val_pass["it"] = data.batches("val", bs, epoch=epoch * 100003 + rnd, start=idx, shuffle=True,
+                                              augment=False, seed=seed)
+            val_pass["at"] = (epoch, rnd, idx + 1)
+            return next(val_pass["it"])
 
         def apply_lr_scale(scale: float) -> None:
             sched.base_lrs = [b * scale for b in sched.base_lrs]
@@ -308,7 +316,8 @@ class DifferentiableSearcher(Searcher):
         recal = int(self.opt("recal_batches"))
         # BN recalibration and evaluation must not disturb the search's RNG stream
         with torch.random.fork_rng():
-            recalibrate_bn(sub, data.batches("train", 64, epoch=10**6 + epoch, limit=recal, augment=False, seed=seed))
+            recalibrate_bn(sub, data.batches("train", 64, epoch=10**6 + epoch, limit=recal, augment=False, seed=seed,
+                                             shard=False))
             acc, val_loss = evaluate(sub, data.batches("val", 256))
         arch = space.decode(choices)
         cost = count(arch)

@@ -237,7 +237,7 @@ class SPOSEvaluator(Evaluator):
         saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
         with torch.no_grad():
             recalibrate_bn(model, self.data.batches("train", self.budget.batch_size, limit=self.bn_batches,
-                                                    augment=False, seed=self.seed), choices)
+                                                    augment=False, seed=self.seed, shard=False), choices)
             acc, _ = evaluate(model, self.data.batches("val", self.budget.batch_size,
                                                        limit=max(1, self.budget.eval_batches)), choices)
         model.load_state_dict(saved, strict=False)
@@ -297,7 +297,7 @@ class TrainEvaluator(SPOSEvaluator):
         sched = cosine_schedule(opt, self.child_steps)
         step = 0
         while step < self.child_steps:
-            for x, y in self.data.batches("train", self.budget.batch_size, epoch=step, seed=self.seed):
+            for x, y in self.data.batches("train", self.budget.batch_size, epoch=step, seed=self.seed, shard=False):
                 loss = F.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -61,6 +61,8 @@ class SearchConfig:
     quantize: str | None = None        # None (float32) | int8
     seed: int = 0
     threads: int = 1
+    workers: int | None = None         # DataLoader worker processes (None: 0 in-memory data, 4 image folders)
+    augment: str = "auto"              # transforms: auto | imagenet | small (hwnas.search.data)
     data_limit: int | None = None
     samples: int = 100                 # sample-based searchers (mnasnet/evolution/random)
     max_seconds: float | None = None
@@ -201,7 +203,8 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     from hwnas.latency.predict import layer_latency_table, load_predictor
 
     device = get_device(cfg.target)
-    data = load_data(cfg.data, resolution=cfg.resolution, seed=cfg.seed, limit=cfg.data_limit)
+    data = load_data(cfg.data, resolution=cfg.resolution, seed=cfg.seed, limit=cfg.data_limit, augment=cfg.augment,
+                     workers=cfg.workers)
     space = make_space(cfg.space, resolution=data.resolution, num_classes=data.num_classes,
                        in_channels=data.in_channels, width=cfg.width)
     if method in DIFFERENTIABLE and not hasattr(space, "slots"):
@@ -295,7 +298,7 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     seed_everything(cfg.seed + 1)
     if cfg.final == "finetune" and supernet is not None:
         model = supernet.subnet(result.best_choices)
-        recalibrate_bn(model, data.batches("train", 64, limit=8, augment=False, seed=cfg.seed))
+        recalibrate_bn(model, data.batches("train", 64, limit=8, augment=False, seed=cfg.seed, shard=False))
         final_lr = cfg.final_lr or 0.02
     else:
         model = zero_init_residual(build_model(arch, train=True, seed=cfg.seed))
@@ -410,13 +413,16 @@ def export_tflite(arch, model, data, path: Path, *, quantize: str | None = None)
     km = keras_model(arch, model)
     rep = None
     if quantize == "int8":
-        rep = data.train.x[:200].permute(0, 2, 3, 1).numpy().astype(np.float32)
+        rep = data.train.tensors(200)[0].permute(0, 2, 3, 1).numpy().astype(np.float32)
     flat = convert(km, quantize=quantize, representative_data=rep)
     atomic_write_bytes(path, flat)
-    x = data.test.x.permute(0, 2, 3, 1).numpy().astype(np.float32)
-    y = data.test.y.numpy()
-    probs = run_tflite(path, x)
-    ref = checks.torch_probs(model, x)
+    probs, ref, ys = [], [], []
+    for xb, yb in data.batches("test", 256):  # streamed: the test split is never held whole
+        x = xb.permute(0, 2, 3, 1).numpy().astype(np.float32)
+        probs.append(run_tflite(path, x))
+        ref.append(checks.torch_probs(model, x))
+        ys.append(yb.numpy())
+    probs, ref, y = np.concatenate(probs), np.concatenate(ref), np.concatenate(ys)
     acc = float((probs.argmax(-1) == y).mean())
     if quantize is None:
         rep_ = checks.parity("tflite", ref, probs, tolerance=1e-4)
