@@ -79,11 +79,14 @@ def _stdout_to_stderr(active: bool):
 @click.option("--option", "-o", "extra", multiple=True, metavar="KEY=VALUE",
               help="Searcher option (repeatable), e.g. -o noise=sample (FBNet per-sample Gumbel noise), "
                    "-o arch_every=1, -o weights=independent; values are parsed as YAML scalars.")
+@click.option("--recipe", default=None,
+              help="Hyperparameter preset for a real search (explicit options win): proxyless-imagenet, "
+                   "proxyless-imagenet100, fbnet-imagenet100; see docs/search-at-scale.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the summary table.")
 @click.option("--quiet", is_flag=True, help="No progress bars or status lines.")
 def search_cmd(target, space, method, latency_ms, data, resolution, width, epochs, warmup_epochs, steps_per_epoch,
                batch_size, final_epochs, final, lr, arch_lr, objective, hard, quantize, samples, seed, threads,
-               workers, augment, data_limit, max_seconds, out, resume, extra, as_json, quiet) -> None:
+               workers, augment, data_limit, max_seconds, out, resume, extra, recipe, as_json, quiet) -> None:
     """Search an architecture for TARGET, train it, export a .tflite and report.
 
     Writes a run folder with config.yaml, history.jsonl, checkpoints/, arch.yaml, model.pt,
@@ -103,6 +106,15 @@ def search_cmd(target, space, method, latency_ms, data, resolution, width, epoch
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got '{item}'", param_hint="--option")
         options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    preset: dict = {}
+    if recipe is not None:  # fills what the command line left at its default
+        from hwnas.search.recipes import recipe_config
+
+        ctx = click.get_current_context()
+        preset = {k: v for k, v in recipe_config(recipe, int(os.environ.get("WORLD_SIZE", "1"))).items()
+                  if k in ("options", "recipe", "final_lr")
+                  or ctx.get_parameter_source(k) is not click.core.ParameterSource.COMMANDLINE}
+        options = {**preset.pop("options", {}), **options}
     cfg = SearchConfig(target=target or "pixel", space=space, method=method, latency_ms=latency_ms, data=data,
                        resolution=resolution, width=width, epochs=epochs, warmup_epochs=warmup_epochs,
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, final_epochs=final_epochs, final=final,
@@ -110,9 +122,14 @@ def search_cmd(target, space, method, latency_ms, data, resolution, width, epoch
                        seed=seed, threads=threads, workers=workers, augment=augment, data_limit=data_limit,
                        max_seconds=max_seconds, out=out,
                        options=options)
+    for key, value in preset.items():
+        if not (key == "final_lr" and cfg.final_lr is not None):
+            setattr(cfg, key, value)
     echo = None if quiet or as_json else (lambda s: click.echo(s, err=True))
     with _stdout_to_stderr(as_json):  # native libraries (LiteRT, TF) print to fd 1; keep JSON output clean
         res = run_search(cfg, resume=resume, progress=False if quiet or as_json else None, echo=echo)
+    if res.get("rank"):  # torchrun: rank 0 alone prints
+        return
     if as_json:
         print_json(res)
         return

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from hwnas.errors import ConfigError, SearchError
 from hwnas.nn.count import count
 from hwnas.nn.supernet import Supernet
+from hwnas.search import distributed as D
 from hwnas.search.base import (Budget, Evaluated, RunDir, SearchResult, Searcher, pareto_front, register_searcher,
                                rng_state, seed_everything, set_rng_state)
 from hwnas.search.train import NonFiniteError, all_finite, cosine_schedule, evaluate, recalibrate_bn, weight_optimizer
@@ -141,6 +142,8 @@ class DifferentiableSearcher(Searcher):
                        temperature_decay=self.opt("temperature_decay"), min_temperature=self.opt("min_temperature"),
                        noise=self.opt("noise"), proxyless_paths=self.opt("proxyless_paths"),
                        weights=self.opt("weights"))
+        if D.active():  # data-parallel: BatchNorm over the global batch (before the optimisers see the BN weights)
+            D.sync_batchnorm(net)
         w_opt = weight_optimizer(net.weight_parameters(), self.opt("lr"), self.opt("weight_decay"))
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=self.opt("arch_lr"), betas=tuple(self.opt("arch_betas")),
                                  weight_decay=0.0)
@@ -212,12 +215,15 @@ class DifferentiableSearcher(Searcher):
                                 "to_step": st["global_step"], "lr_scale": scale})
             progress({"event": "rollback", "where": where, "step": st["global_step"]})
 
+        def out_of_time() -> bool:  # agreed by every rank (a collective under torchrun)
+            return budget.max_seconds is not None and D.any_rank(st["seconds"] > budget.max_seconds)
+
         while st["epoch"] < budget.epochs:
             epoch = st["epoch"]
             tau = net.set_epoch(epoch)
             search_arch = epoch >= budget.warmup_epochs and bool(net.arch_parameters())
             net.train()
-            diverged = False
+            diverged = timed_out = False
             for x, y in data.batches("train", bs, epoch=epoch, start=st["step"], limit=steps, seed=seed):
                 gs = st["global_step"]
                 # weight step (train split)
@@ -230,12 +236,13 @@ class DifferentiableSearcher(Searcher):
                     with torch.no_grad():
                         net.weight_parameters()[0].fill_(float("nan"))
                     loss = loss * float("nan")
-                if not torch.isfinite(loss):
+                if not torch.isfinite(D.mean_over_ranks(loss)):
                     nonfinite("loss")
                     diverged = True
                     break
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
+                D.all_reduce_grads(net.weight_parameters())  # data-parallel: the global batch's gradient
                 torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
                 w_opt.step()
                 sched.step()
@@ -248,9 +255,11 @@ class DifferentiableSearcher(Searcher):
                         a_loss = objective.loss(a_ce, a_lat)
                         a_opt.zero_grad(set_to_none=True)
                         a_loss.backward()
+                        D.all_reduce_grads(net.arch_parameters())  # identical α on every rank
                         a_opt.step()
                     net.after_arch_step()
-                    if not torch.isfinite(a_loss) or not all_finite(p.detach() for p in net.arch_parameters()):
+                    bad = not torch.isfinite(a_loss) or not all_finite(p.detach() for p in net.arch_parameters())
+                    if D.any_rank(bad):
                         nonfinite("architecture parameters")
                         diverged = True
                         break
@@ -276,11 +285,12 @@ class DifferentiableSearcher(Searcher):
                     import os
 
                     os._exit(137)  # testing: an abrupt kill, no cleanup
-                if budget.max_seconds is not None and st["seconds"] > budget.max_seconds:
+                if out_of_time():
+                    timed_out = True
                     break
             if diverged:
                 continue
-            if budget.max_seconds is not None and st["seconds"] > budget.max_seconds:
+            if timed_out or out_of_time():
                 self._evaluate_epoch(net, space, objective, data, run, st, epoch, progress)
                 st["epoch"] = budget.epochs  # stop; the checkpoint records a finished search
                 run.save_checkpoint(snapshot())

@@ -1,4 +1,15 @@
-"""Beyond one process: DDP supernet training (``torchrun``, gloo on CPU) and parallel evaluation.
+"""Beyond one process: data-parallel search and training (``torchrun``), and parallel evaluation.
+
+**``torchrun -m hwnas search``.** ``torchrun --standalone --nproc_per_node N -m hwnas search ...``
+runs the whole pipeline data-parallel (:func:`init_from_env`: NCCL on CUDA, gloo on CPU): each rank
+reads only its shard of every shuffled pass (:meth:`hwnas.search.data.DataBundle.batches`), weight
+gradients are averaged by :class:`~torch.nn.parallel.DistributedDataParallel`, architecture
+gradients by :func:`all_reduce_grads`, BatchNorm statistics are those of the global batch
+(:class:`GlooSyncBatchNorm`), and every rank draws the same paths (same seed, same RNG
+consumption), so all ranks hold the same supernet and architecture parameters. ``--batch-size`` is
+per process: N ranks × B take the step one process takes with N·B (``tests/test_ddp.py``). Rank 0
+alone writes the run folder (:class:`DistRunDir`) and prints; in-order evaluation is not sharded
+(every rank computes the same accuracy and so makes the same decision).
 
 **Supernet training under DistributedDataParallel.** :func:`train_supernet_ddp` trains a SPOS
 supernet (uniform single-path sampling, Guo et al. 2020) with :class:`torch.nn.parallel.
@@ -33,13 +44,14 @@ import pickle
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from hwnas.search.base import Evaluated
+from hwnas.search.base import Evaluated, RunDir
 
 
 # ============================================================================ parallel evaluation
@@ -138,7 +150,7 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         group = self.process_group
         c = x.shape[1]
         sl = slice(0, n)
-        count = torch.tensor([float(x.numel() // c)], dtype=x.dtype)
+        count = x.new_tensor([float(x.numel() // c)])
         stats = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]), group=group)
         total = stats[c]
         mean = stats[:c] / total
@@ -185,6 +197,7 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
         if type(child) is nn.BatchNorm2d:
             new = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                     child.track_running_stats)
+            new = new.to(next(iter([*child.parameters(), *child.buffers()])).device)
             new.load_state_dict(child.state_dict())
             new.process_group = process_group
             setattr(module, name, new)
@@ -226,14 +239,188 @@ def rank_slice(n: int, rank: int, world: int) -> slice:
     return slice(rank * per, (rank + 1) * per)
 
 
-def wrap_ddp(model: nn.Module) -> nn.Module:
-    """Synchronise BatchNorm (own process group) and wrap in DDP (gloo, CPU, unused paths allowed)."""
-    bn_group = dist.new_group(backend="gloo")
-    convert_sync_batchnorm(model, bn_group)
-    _patch_superkernel_bn()
+def wrap_ddp(model: nn.Module, ignore: Sequence[nn.Parameter] = (), find_unused: bool = True) -> nn.Module:
+    """Synchronise BatchNorm and wrap ``model`` in DDP (unused paths allowed); returns the DDP module.
+
+    ``ignore``: parameters DDP must leave alone (architecture parameters: their gradients are
+    averaged by :func:`all_reduce_grads` after the architecture step). On gloo the BatchNorm
+    reductions get their own process group; on NCCL they use the default one. BatchNorm is
+    :class:`GlooSyncBatchNorm` on every backend (``nn.SyncBatchNorm`` cannot follow the channel
+    slices of the supernets' superkernels).
+    """
+    sync_batchnorm(model)
+    if ignore:
+        ids = {id(p) for p in ignore}
+        names = [n for n, p in model.named_parameters() if id(p) in ids]
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+    p0 = next(model.parameters())
+    device_ids = [p0.device] if p0.device.type == "cuda" else None
     with warnings.catch_warnings():  # torch 2.13 renames broadcast_buffers; the old name keeps init-time sync off
         warnings.simplefilter("ignore", FutureWarning)
-        return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused,
+                                                   broadcast_buffers=False)
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Make ``model``'s BatchNorm statistics those of the global batch (:class:`GlooSyncBatchNorm`,
+    superkernel slices included), in place; for models whose gradients :func:`all_reduce_grads`
+    averages (the differentiable supernets: Single-Path NAS's latency term uses the weights outside
+    ``forward``, which DDP's unused-parameter detection does not allow)."""
+    bn_group = dist.new_group(backend="gloo") if dist.get_backend() == "gloo" else None
+    convert_sync_batchnorm(model, bn_group)
+    _patch_superkernel_bn()
+    return model
+
+
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every :class:`GlooSyncBatchNorm` in ``module`` by a plain ``nn.BatchNorm2d`` (weights and
+    buffers kept), in place: exporters and single-process evaluation see an ordinary network."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, GlooSyncBatchNorm):
+            new = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = new.to(next(iter([*child.parameters(), *child.buffers()])).device)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            revert_sync_batchnorm(child)
+    return module
+
+
+# ============================================================================ torchrun helpers
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    from hwnas.search.data import dist_info
+
+    return dist_info()
+
+
+def active() -> bool:
+    """Whether a process group of two or more ranks is running."""
+    return world()[1] > 1
+
+
+def init_from_env(device_type: str = "cpu") -> bool:
+    """Join the ``torchrun`` process group described by the environment (``WORLD_SIZE`` > 1):
+    NCCL when ``device_type`` is ``cuda``, else gloo. Returns True when this call initialised it
+    (the caller then calls :func:`shutdown`); False without torchrun or when already initialised."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return True
+
+
+def shutdown() -> None:
+    """Leave the process group (after a barrier, so rank 0 finishes writing first)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """``dist.barrier()`` under a process group of ≥ 2 ranks; nothing otherwise."""
+    if active():
+        dist.barrier()
+
+
+def from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a picklable value; identity in one process)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_grads(params: Sequence[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over the ranks, in place (one flat all-reduce; a missing
+    gradient counts as zero — ranks draw the same paths, so they miss the same ones)."""
+    if not active():
+        return
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def any_rank(flag: bool, like: torch.Tensor | None = None) -> bool:
+    """True when ``flag`` is true on any rank (a collective: call it on every rank)."""
+    if not active():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=like.device if like is not None else "cpu")
+    if dist.get_backend() == "nccl" and t.device.type != "cuda":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a (detached) tensor over the ranks (identity in one process)."""
+    if not active():
+        return value
+    t = value.detach().clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
+
+
+def run_dir(path) -> RunDir:
+    """The run folder for this rank: a :class:`DistRunDir` under a process group, else a RunDir."""
+    return DistRunDir(path) if active() else RunDir(path)
+
+
+class DistRunDir(RunDir):
+    """A :class:`~hwnas.search.base.RunDir` shared by the ranks: rank 0 writes, the others only read;
+    checkpoint saves and loads end with a barrier (every rank calls them at the same point), so no
+    rank reads a checkpoint that rank 0 is about to replace. Ranks share one file system
+    (``torchrun --standalone``: one machine)."""
+
+    def __init__(self, path):
+        self.rank = world()[0]
+        self.writes = self.rank == 0
+        if self.writes:
+            super().__init__(path)
+        else:
+            self.root = Path(path)
+
+    def write_config(self, config):
+        if self.writes:
+            super().write_config(config)
+
+    def append_history(self, record):
+        if self.writes:
+            super().append_history(record)
+
+    def history_lines(self) -> int:
+        return super().history_lines() if self.writes else 0
+
+    def truncate_history(self, lines: int) -> None:
+        if self.writes:
+            super().truncate_history(lines)
+
+    def save_checkpoint(self, state):
+        if self.writes:
+            super().save_checkpoint(state)
+        barrier()
+        return self.checkpoint
+
+    def load_checkpoint(self):
+        barrier()
+        ck = super().load_checkpoint()
+        barrier()
+        return ck
+
+    def write_result(self, result):
+        if self.writes:
+            super().write_result(result)
 
 
 def train_supernet_ddp(space, data, *, epochs: int = 1, batch_size: int = 64, steps_per_epoch: int | None = None,
@@ -241,7 +428,7 @@ def train_supernet_ddp(space, data, *, epochs: int = 1, batch_size: int = 64, st
                        progress: Callable[[dict[str, Any]], None] | None = None) -> nn.Module:
     """Train a SPOS supernet on this rank (call on every rank of an initialised gloo group).
 
-    ``batch_size`` is the *global* batch (divided over the ranks). The schedule and checkpoint
+    ``batch_size`` is the *global* batch (divided over the ranks; each reads its shard). The schedule and checkpoint
     format follow :meth:`hwnas.search.evaluator.SPOSEvaluator.train_supernet`; rank 0 writes
     ``out/supernet.pt`` after every epoch. Returns the (unwrapped) supernet.
     """
@@ -253,7 +440,10 @@ def train_supernet_ddp(space, data, *, epochs: int = 1, batch_size: int = 64, st
     torch.manual_seed(seed)
     net = Supernet(space, mode="spos")
     model = wrap_ddp(net)
-    steps = min(data.steps("train", batch_size), steps_per_epoch or 10**9)
+    per_rank = batch_size // world
+    if per_rank * world != batch_size:
+        raise ValueError(f"global batch {batch_size} is not divisible by the world size {world}")
+    steps = min(data.steps("train", per_rank), steps_per_epoch or 10**9)
     opt = weight_optimizer(net.parameters(), lr)
     sched = cosine_schedule(opt, epochs * steps)
     figures = {"supernet_steps": 0, "supernet_loss": None, "supernet_seconds": 0.0, "world_size": world}
@@ -265,9 +455,8 @@ def train_supernet_ddp(space, data, *, epochs: int = 1, batch_size: int = 64, st
         rng = path_rng(seed, epoch)
         total = 0.0
         n = 0
-        for x, y in data.batches("train", batch_size, epoch=epoch, limit=steps, seed=seed):
-            part = rank_slice(len(y), rank, world)
-            total += ddp_step(model, opt, x[part], y[part], space.sample(rng), clip=5.0)
+        for x, y in data.batches("train", per_rank, epoch=epoch, limit=steps, seed=seed):  # this rank's shard
+            total += ddp_step(model, opt, x, y, space.sample(rng), clip=5.0)
             sched.step()
             n += 1
             figures["supernet_steps"] += 1

@@ -177,9 +177,13 @@ class SPOSEvaluator(Evaluator):
 
         from hwnas.search.train import cosine_schedule, weight_optimizer
 
+        from hwnas.search import distributed as D
+
         if self.supernet is None:
             self.build()
         model = self.supernet
+        # under torchrun: data-parallel (DDP, global-batch BatchNorm); every rank draws the same paths
+        net = D.wrap_ddp(model) if D.active() else model
         epochs = max(1, int(self.budget.epochs))
         steps = min(self.data.steps("train", self.budget.batch_size), self.budget.steps_per_epoch or 10**9)
         opt = weight_optimizer(model.parameters(), self.lr)
@@ -198,8 +202,8 @@ class SPOSEvaluator(Evaluator):
             rng = random.Random(f"{self.seed}-spos-{epoch}")  # per epoch: resumable
             total, n = 0.0, 0
             for x, y in self.data.batches("train", self.budget.batch_size, epoch=epoch, limit=steps, seed=self.seed):
-                loss = F.cross_entropy(model(x, self.space.sample(rng)), y)
-                if not torch.isfinite(loss):
+                loss = F.cross_entropy(net(x, self.space.sample(rng)), y)
+                if not torch.isfinite(D.mean_over_ranks(loss)):
                     raise SearchError(f"SPOS supernet training diverged in epoch {epoch + 1} (loss {loss.item()}); "
                                       "try a lower --lr")
                 opt.zero_grad(set_to_none=True)
@@ -215,9 +219,12 @@ class SPOSEvaluator(Evaluator):
                                    "ce": float(loss.item())})
             figures["supernet_loss"] = total / max(1, n)
             figures["supernet_seconds"] = time.time() - t0
-            if path is not None:
+            if path is not None and D.world()[0] == 0:
                 _save_torch(path, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                    "epoch": epoch + 1, "figures": figures})
+        if D.active():
+            D.revert_sync_batchnorm(model)  # candidates are scored by each rank alone (same batches, same result)
+            D.barrier()
         model.eval()
         return figures
 
@@ -584,7 +591,7 @@ class SampleSearcher(Searcher):
                                   "unique_archs": len({e.choices for e in history}),
                                   "rejected_samples": sampler.rejections, "seconds": time.time() - t0,
                                   **strategy.summary()})
-        if run is not None and plot:
+        if run is not None and plot and getattr(run, "writes", True):
             from hwnas.search.pareto import plot_front
 
             pts = [e.to_dict() for e in history]

@@ -63,6 +63,7 @@ class SearchConfig:
     threads: int = 1
     workers: int | None = None         # DataLoader worker processes (None: 0 in-memory data, 4 image folders)
     augment: str = "auto"              # transforms: auto | imagenet | small (hwnas.search.data)
+    recipe: str | None = None          # the --recipe preset these values came from (hwnas.search.recipes)
     data_limit: int | None = None
     samples: int = 100                 # sample-based searchers (mnasnet/evolution/random)
     max_seconds: float | None = None
@@ -160,6 +161,11 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
                echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline; returns the ``result.json`` dict.
 
+    Under ``torchrun --nproc_per_node N -m hwnas search ...`` (``WORLD_SIZE`` > 1 in the
+    environment) the process group is joined here (NCCL on CUDA, gloo on CPU) and search and final
+    training run data-parallel (:mod:`hwnas.search.distributed`); rank 0 writes the run folder and
+    returns the result (``world_size`` recorded), the other ranks return ``{"rank": r, ...}``.
+
     Args:
         cfg: the configuration (ignored when resuming: the run's ``config.yaml`` is used).
         resume: a run folder to continue.
@@ -171,16 +177,37 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
         ConfigError: bad data path, corrupt run folder, changed latency table on resume.
         UnknownNameError: unknown target, space, method or dataset.
     """
+    from hwnas.search import distributed as D
+
+    wanted = str(getattr(cfg, "device", None) or "auto")
     import torch
+
+    cuda = wanted.startswith("cuda") or (wanted == "auto" and torch.cuda.is_available())
+    started = D.init_from_env("cuda" if cuda else "cpu")
+    try:
+        return _run_search(cfg, resume=resume, progress=progress, echo=echo)
+    finally:
+        if started:
+            D.shutdown()
+
+
+def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress: bool | None,
+                echo: Callable[[str], None] | None) -> dict[str, Any]:
+    import torch
+
+    from hwnas.search import distributed as D
 
     from hwnas.search.base import Budget, RunDir, get_searcher, searcher_names
     from hwnas.search.data import load_data
     from hwnas.search.objective import Objective, check_feasible, log_unit
 
+    rank, world = D.world()
+    if rank:  # data-parallel: rank 0 alone prints
+        echo, progress = None, False
     say = echo or (lambda s: None)
     t0 = time.perf_counter()
     if resume is not None:
-        run = RunDir(resume)
+        run = D.run_dir(resume)
         saved = run.read_config()
         cfg = SearchConfig.from_dict(saved["search"])
         cfg.out = str(run.root)
@@ -203,8 +230,10 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     from hwnas.latency.predict import layer_latency_table, load_predictor
 
     device = get_device(cfg.target)
+    wanted = str(getattr(cfg, "device", None) or "auto")
+    pin = torch.cuda.is_available() and (wanted == "auto" or wanted.startswith("cuda"))  # page-locked for H2D copies
     data = load_data(cfg.data, resolution=cfg.resolution, seed=cfg.seed, limit=cfg.data_limit, augment=cfg.augment,
-                     workers=cfg.workers)
+                     workers=cfg.workers, pin_memory=pin)
     space = make_space(cfg.space, resolution=data.resolution, num_classes=data.num_classes,
                        in_channels=data.in_channels, width=cfg.width)
     if method in DIFFERENTIABLE and not hasattr(space, "slots"):
@@ -250,10 +279,11 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
 
     # -- run folder ------------------------------------------------------------------------------
     if resume is None:
-        out = Path(cfg.out) if cfg.out else _default_out(cfg)
-        run = RunDir(out)
+        out = Path(D.from_rank0(str(cfg.out) if cfg.out else str(_default_out(cfg))))  # one folder for all ranks
+        run = D.run_dir(out)
         if run.checkpoint.exists() or run.result.exists():
             raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        D.barrier()  # every rank has checked before rank 0 writes
         cfg.out = str(out)
         from hwnas import __version__
 
@@ -286,7 +316,8 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
     from dataclasses import replace
 
     arch = replace(arch, name=f"{method}-{device.name}")
-    arch.save(run.arch)
+    if rank == 0:
+        arch.save(run.arch)
     best_eval = next((e for e in result.history if tuple(e.choices) == tuple(result.best_choices)), None)
 
     # -- final model -----------------------------------------------------------------------------
@@ -320,6 +351,8 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
         fbar.close()
     final_seconds = time.perf_counter() - t_final
     test_acc, _ = evaluate(model, data.batches("test", 256))
+    if rank:  # the other ranks trained the same model; rank 0 writes and exports it
+        return {"rank": rank, "world_size": world, "test_accuracy": test_acc}
     import io
 
     import torch as _torch
@@ -372,6 +405,8 @@ def run_search(cfg: SearchConfig | None = None, *, resume: str | Path | None = N
         "resolution": space.resolution,
         "width": cfg.width,
         "threads": cfg.threads,
+        "world_size": world,
+        "global_batch_size": cfg.batch_size * world,
         "artifacts": {"run": str(run.root), "config": str(run.config), "history": str(run.history),
                       "checkpoint": str(run.checkpoint), "arch": str(run.arch), "model_pt": str(run.model_pt),
                       "model_tflite": str(run.model_tflite), "result": str(run.result),

@@ -115,14 +115,20 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
 
     Each record: ``epoch``, ``loss`` (train CE, mean), ``train_acc``, ``val_acc``, ``lr``, ``seconds``.
     With ``epochs == 0`` nothing happens. NaN/Inf: the epoch is retried once from its start with
-    half the learning rate; a second failure raises :class:`NonFiniteError`.
+    half the learning rate; a second failure raises :class:`NonFiniteError`. Under ``torchrun``
+    (a process group of ≥ 2 ranks) training is data-parallel: each rank reads its shard with
+    ``batch_size`` images per step, DDP averages the gradients, BatchNorm uses the global batch;
+    the model is an ordinary module again (plain BatchNorm) when this returns.
 
     Raises:
         NonFiniteError: the loss stays non-finite after the retry.
     """
     if epochs <= 0:
         return []
+    from hwnas.search import distributed as D
+
     steps = min(data.steps("train", batch_size), steps_per_epoch or 10**9)
+    net = D.wrap_ddp(model, find_unused=False) if D.active() else model  # converts BN first: optimiser after
     opt = weight_optimizer(model.parameters(), lr, weight_decay)
     sched = cosine_schedule(opt, epochs * steps, warmup_steps=min(steps, 20) if lr >= 0.05 else 0)
     records = []
@@ -135,9 +141,9 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
         tot_loss = correct = seen = 0
         ok = True
         for x, y in data.batches("train", batch_size, epoch=epoch, limit=steps, seed=seed):
-            out = model(x)
+            out = net(x)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(D.mean_over_ranks(loss)):
                 ok = False
                 break
             opt.zero_grad(set_to_none=True)
@@ -167,8 +173,10 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
         if progress:
             progress(rec)
         epoch += 1
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+        if max_seconds is not None and D.any_rank(time.perf_counter() - t0 > max_seconds):
             break
+    if D.active():
+        D.revert_sync_batchnorm(model)
     model.eval()
     return records
 
