@@ -5,8 +5,9 @@ GPU machine):
 
 * ``loader``: images/s of the ImageFolder loader alone (JPEG decode + RandomResizedCrop + flip +
   normalise at ``--resolution``), with 0 and ``--workers`` worker processes;
-* ``memory_vs_dataset_size``: peak RSS (this process + its loader workers) while streaming one
-  epoch of two ImageFolders of different sizes — it must not grow with the dataset;
+* ``memory_vs_dataset_size``: peak RSS while streaming one epoch of two ImageFolders of different
+  sizes, in a fresh process each (its own peak plus the largest loader worker's peak: Linux's
+  ``RUSAGE_CHILDREN`` reports the largest child) — it must not grow with the dataset;
 * ``train_step``: images/s and peak memory per image of one training step (forward, backward,
   optimizer) of a plain net (the space's largest member, every layer k7_e6) and of each supernet
   mode (fbnet all paths, proxyless one path + its arch step's two, singlepath superkernels, spos one
@@ -38,7 +39,7 @@ from pathlib import Path
 
 
 def _rss_mib() -> float:
-    """Peak RSS of this process and of its waited-for children, MiB (Linux: ru_maxrss in KiB)."""
+    """Peak RSS of this process plus the largest waited-for child's peak, MiB (Linux: ru_maxrss in KiB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + kids) / 1024
