@@ -202,7 +202,7 @@ class NSGA2Searcher(SampleSearcher):
                 front.append(result.history[i])
         result.pareto = sorted(front, key=lambda e: getattr(e, result.extra["costs"][0]))
         result.extra["front_size"] = len(result.pareto)
-        if run is not None:
+        if run is not None and getattr(run, "writes", True):  # under torchrun rank 0 alone writes
             self._write_front(run, result, limit_ms)
         return result
 
