@@ -241,3 +241,23 @@ def test_tables_of_a_device_are_checked_against_its_environment_and_strict_refus
     res = CliRunner().invoke(main, ["predict", arch, "--target", "host", "--fallback"])
     assert res.exit_code == 0, res.output
     assert "hwnas: warning:" in res.output and "threads: table 2, device 1" in res.output
+
+
+def test_predict_cli_prints_the_fallback_share_and_warns_when_large(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hwnas.arch import ArchSpec
+    from hwnas.cli import main
+    from hwnas.opkey import arch_op_keys
+
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path))
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+    arch = "res8 stem=cn_k3_s2_c8_r6 ir_k3_e2_s1_c8_r6 ir_k5_e2_s1_c8_r6 head=cn_k1_s1_c64_r6 classes=4"
+    keys = {layer.name: k for layer, k in arch_op_keys(ArchSpec.from_compact(arch))}
+    entries = {str(k): Entry(median_ms=0.01 if name.startswith("stages") else 1.0, samples=3)
+               for name, k in keys.items() if name != "head"}  # the head priced from another conv key
+    LatencyTable(_meta(resolutions=[8]), entries).save(tmp_path / "host-x-8.yaml")
+    res = CliRunner().invoke(main, ["predict", arch, "--target", "host", "--fallback"])
+    assert res.exit_code == 0, res.output
+    assert "share of the total priced by fallback:" in res.output
+    assert "hwnas: warning:" in res.output and "fallback-priced key(s)" in res.output

@@ -146,6 +146,9 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, as_json) 
         click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms")
     if pred.fallback:
         click.echo(f"fallback used for {len(pred.fallback)} key(s): {', '.join(pred.fallback)}")
+        click.echo(f"share of the total priced by fallback: {100 * pred.fallback_share:.0f} %")
+        if pred.fallback_warning():
+            click.echo(f"hwnas: warning: {pred.fallback_warning()}", err=True)
     click.echo(f"provenance: {pred.provenance}")
 
 
