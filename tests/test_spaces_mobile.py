@@ -143,3 +143,63 @@ def test_members_export_without_stray_ops(name):
     graph = onnx_bytes(model)
     assert not {"Pad", "Identity"} & {n.op_type for n in onnx.load_from_string(graph).graph.node}
     assert np.abs(run_onnx(graph, x.transpose(0, 3, 1, 2)) - ref).max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------------- differentiable search
+def test_stagewise_spaces_relax_to_one_decision_per_layer():
+    base = get_space("mnasnet")
+    space = base.relaxed()
+    assert space.name == "mnasnet" and len(space.slots) == sum(max(base.depth_options(s)) for s in range(7))
+    # the same latency tables price it (skip costs 0 ms without a table entry)
+    assert {k for k in space.op_keys() if k.kind != "skip"} <= set(base.op_keys())
+    a1 = get_zoo("mnasnet-a1").arch
+    choices = space.encode(a1)  # a stage-wise member is a relaxed member (trailing layers skipped)
+    assert [[b for b in s if b.kind != "skip"] for s in space.decode(choices).stages] == [list(s) for s in a1.stages]
+    eff = get_space("efficientnet-cifar").relaxed()
+    assert eff.name == "efficientnet-cifar" and eff.at(resolution=64).resolution == 64
+    assert type(eff.at(resolution=64)) is type(eff)
+    firsts = [s for s in eff.slots if s.name.endswith("layer0")]
+    assert all("skip" not in s.candidates for s in firsts)
+
+
+@pytest.mark.parametrize("name, mode", [("mnasnet", "proxyless"), ("mnasnet", "singlepath"), ("efficientnet", "fbnet"),
+                                        ("mobilenetv3", "proxyless"), ("efficientnetv2", "fbnet")])
+def test_supernets_search_every_stagewise_and_new_space(name, mode):
+    from hwnas.nn.supernet import Supernet
+
+    space = get_space(f"{name}-cifar", num_classes=10, in_channels=1, width_multiplier=0.25)
+    space = space.relaxed() if hasattr(space, "relaxed") else space
+    net = Supernet(space, mode)
+    x = torch.randn(2, 1, 32, 32)
+    net(x).sum().backward()
+    choices = net.derive()
+    assert net.subnet(choices)(x).shape == (2, 10)
+    assert space.encode(space.decode(choices)) == choices
+    assert any("skip" in s.candidates for s in space.slots)  # depth is a choice
+
+
+def test_singlepath_refuses_spaces_with_squeeze_excite():
+    from hwnas.errors import SearchError
+    from hwnas.search.pipeline import _check_superkernel_space
+
+    _check_superkernel_space(get_space("mnasnet").relaxed())  # its first (k, e) candidates have no SE
+    for name in ("mobilenetv3", "efficientnetv2"):
+        with pytest.raises(SearchError, match="squeeze-excite.*fbnet or proxyless"):
+            _check_superkernel_space(get_space(name))
+
+
+@pytest.mark.slow
+def test_proxyless_on_mnasnet_cli_writes_a_tflite(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from hwnas.cli import main; main()", "search", "--target", "pixel", "--space",
+           "mnasnet", "--method", "proxyless", "--data", "digits", "--resolution", "16", "--width", "0.25",
+           "--epochs", "2", "--warmup-epochs", "1", "--steps-per-epoch", "2", "--final-epochs", "1",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "model.tflite").is_file() and (out / "arch.yaml").is_file()

@@ -36,8 +36,8 @@ def _stdout_to_stderr(active: bool):
 @click.option("--target", default=None, help="Device name or alias (e.g. pixel); see `hwnas devices`. "
                                              "Required unless --resume.")
 @click.option("--space", default="mobilenetv2", show_default=True,
-              help="Search space, taken literally (mobilenetv2, fbnet, their -cifar small-input variants; "
-                   "mnasnet/efficientnet with --method mnasnet|evolution|random).")
+              help="Search space, taken literally (see `hwnas spaces`; -cifar names are the small-input variants). "
+                   "Stage-wise spaces (mnasnet, efficientnet) are searched per layer by fbnet/proxyless/singlepath.")
 @click.option("--method", default="proxyless", show_default=True,
               help="fbnet | proxyless | singlepath (differentiable), mnasnet | evolution | random, or nsga2 "
                    "(multi-objective: the whole Pareto front, front.yaml).")

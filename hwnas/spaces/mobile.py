@@ -148,4 +148,50 @@ class EfficientNetV2Space(SkipDepthSpace):
         return f"ir_{k}_{e}_s{stride}_c{channels}_se0.25_sw"
 
 
-__all__ = ["SkipDepthSpace", "MobileNetV3Space", "EfficientNetV2Space"]
+class RelaxedStagewiseSpace(SkipDepthSpace):
+    """A stage-wise space (``mnasnet``, ``efficientnet``, ``efficientnet-lite``) relaxed to one
+    decision per layer, for the weight-sharing supernets.
+
+    Same skeleton (stem, widths, first strides, head, activation); each stage gets its deepest
+    depth option as layers, every layer offers every block the stage's decisions can make (for
+    MnasNet: block kind × kernel × skip on/off; for EfficientNet: kernel × expansion), and the layers
+    past the stage's shallowest depth also offer ``skip`` (depth as a choice, as ProxylessNAS's zero
+    op). Deviation from MnasNet/EfficientNet: their stage-wise search shares one block across a
+    stage's layers; FBNet/ProxylessNAS-style search picks per layer, so a result need not be a
+    member of the factorized space (it is a plain ArchSpec on the same skeleton and op keys, so the
+    same latency tables price it). It keeps the stage-wise space's name.
+    """
+
+    def __init__(self, base):
+        from itertools import product
+
+        self.base = base
+        n = len(base.widths)
+        self.widths = tuple(base.widths)
+        self.depths = tuple(max(base.depth_options(s)) for s in range(n))
+        self.min_depths = tuple(min(base.depth_options(s)) for s in range(n))
+        self.first_strides = tuple(base.first_strides)
+        self.activation = base.activation
+        self.stem = f"cn_k3_s2_c{base.stem_channels}_{base.activation}"
+        self.head_channels = base.head_channels
+        self.dropout = base.dropout
+        self.head_rule = getattr(base, "head_rule", "grow")
+        self._stage_opts = [[dict(zip([name for name, _ in base.block_decisions(s)], combo))
+                             for combo in product(*[labels for _, labels in base.block_decisions(s)])]
+                            for s in range(n)]
+        super().__init__(resolution=base.resolution, num_classes=base.num_classes, in_channels=base.in_channels,
+                         width_multiplier=base.width_multiplier, small_input=base.small_input)
+        self.name = base.name
+
+    def stage_ops(self, stage: int) -> tuple[str, ...]:
+        return tuple(",".join(f"{k}={v}" for k, v in opts.items()) for opts in self._stage_opts[stage])
+
+    def stage_block(self, stage: int, op: str, channels: int, stride: int) -> str:
+        opts = dict(item.split("=", 1) for item in op.split(","))
+        return self.base.make_block(stage, opts, stride).to_compact()
+
+    def at(self, **kwargs) -> "RelaxedStagewiseSpace":
+        return RelaxedStagewiseSpace(self.base.at(**kwargs))
+
+
+__all__ = ["SkipDepthSpace", "MobileNetV3Space", "EfficientNetV2Space", "RelaxedStagewiseSpace"]

@@ -99,6 +99,13 @@ class StagewiseSpace(SearchSpace):
                                       width_rule=self.head_rule),
                         classifier=ClassifierSpec(self.num_classes, self.dropout), name=self.name)
 
+    def relaxed(self):
+        """The layer-wise relaxation of this space for the weight-sharing supernets
+        (``--method fbnet|proxyless|singlepath``): see :class:`hwnas.spaces.mobile.RelaxedStagewiseSpace`."""
+        from hwnas.spaces.mobile import RelaxedStagewiseSpace
+
+        return RelaxedStagewiseSpace(self)
+
     def _covering_members(self) -> Iterable[Choices]:
         per_stage = [list(itertools.product(*[range(len(o)) for _, o in self.block_decisions(s)]))
                      for s in range(len(self.widths))]
