@@ -259,6 +259,9 @@ def main() -> None:
         "loadavg_start": [round(v, 2) for v in load0], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=1))
 
 
