@@ -105,10 +105,12 @@ def test_missing_key_raises_and_fallback_is_reported_never_constant():
     assert math.isclose(lat[key], t.get(neighbour).median_ms * float(ratio), rel_tol=1e-3)
 
 
-def test_predict_picks_a_table_or_says_how_to_make_one(tmp_path, monkeypatch):
+def test_predict_asks_the_store_or_says_how_to_fill_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
-    with pytest.raises(TableError, match="no latency table for device 'host'.*hwnas profile --device host"):
-        load_predictor("host", space="fbnet", resolution=192)
+    arch = get_space("fbnet", resolution=192).decode([0] * 22)
+    with pytest.raises(MissingOpError, match=r"op key\(s\) of .* not in any latency table of device 'host'.*"
+                                             r"hwnas profile --device host --arch"):
+        load_predictor("host").predict(arch)
     p = predict(zoo_arch("mobilenetv2"), "pixel")
     assert p.provenance.startswith("estimated:") and p.energy_mj > 0
     assert [b.name for b in p.per_block][:2] == ["stem", "stages.0.0"]
@@ -123,7 +125,15 @@ def test_measured_table_takes_precedence_over_the_estimate(tmp_path, monkeypatch
         e.median_ms *= 2
     t.save(tmp_path / "latency_tables" / "pixel1-mobilenetv2-224.yaml")
     p = load_predictor("pixel1", space="mobilenetv2", resolution=224)
-    assert p.table is not None and p.provenance.startswith("measured")
+    assert p.store.measured and p.provenance.startswith("measured")
     arch = get_space("mobilenetv2", resolution=224).decode([0] * 21)
     est = Predictor(get_device("pixel1"), None).predict(arch).latency_ms
-    assert math.isclose(p.predict(arch).latency_ms, 2 * est, rel_tol=1e-9)
+    pred = p.predict(arch)
+    assert math.isclose(pred.latency_ms, 2 * est, rel_tol=1e-9)
+    assert pred.provenance.startswith("measured") and "pixel1-mobilenetv2-224.yaml" in pred.provenance
+    assert all(b.source == "measured: pixel1-mobilenetv2-224.yaml" for b in pred.per_block if b.key[:4] != "skip")
+    # a key the measured table lacks is priced by the cost model, and says so
+    other = get_space("mobilenetv2", resolution=192).decode([0] * 21)
+    mixed = p.predict(other)
+    assert {b.source for b in mixed.per_block} == {"cost-model"}
+    assert mixed.provenance.startswith("estimated:")

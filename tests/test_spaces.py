@@ -70,9 +70,16 @@ def test_space_sizes_match_their_definitions():
     assert len(get_space("mobilenetv2").decisions) == 21
 
 
-def test_small_input_variant_is_chosen_by_resolution():
-    assert get_space("fbnet", resolution=32).name == "fbnet-cifar"
-    assert get_space("fbnet").name == "fbnet"
+def test_space_names_are_literal_at_every_resolution():
+    from hwnas.search.pipeline import make_space
+    from hwnas.spaces import resolve_space
+
+    assert resolve_space("fbnet", resolution=32).name == "fbnet"  # no silent switch to -cifar
+    assert get_space("fbnet", resolution=32).name == "fbnet"
+    assert resolve_space("fbnet-cifar", resolution=32).name == "fbnet-cifar"
+    small = make_space("mobilenetv2", resolution=32, num_classes=10, in_channels=1, width=0.5)
+    same = resolve_space("mobilenetv2", resolution=32, width=0.5, in_channels=1, classes=10)
+    assert small.name == "mobilenetv2" and small.op_keys() == same.op_keys()
     arch = get_space("mobilenetv2-cifar").decode(get_space("mobilenetv2-cifar").sample(random.Random(0)))
     assert arch.layers()[0].out_shape[:2] == (32, 32)  # stem at stride 1
     assert arch.layers()[-2].out_shape[:2] == (4, 4)

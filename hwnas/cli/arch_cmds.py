@@ -12,11 +12,11 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def spaces_cmd(as_json: bool) -> None:
     """List the search spaces with their size, decisions and op-key count."""
-    from hwnas.spaces import get_space, space_names
+    from hwnas.spaces import resolve_space, space_names
 
     rows = []
     for name in space_names():
-        space = get_space(name)
+        space = resolve_space(name)
         rows.append({"name": name, "resolution": space.resolution, "decisions": len(space.decisions),
                      "size": space.size, "op_keys": len(space.op_keys())})
     if as_json:

@@ -526,13 +526,13 @@ def estimate_table(device, space: str, resolution: int):
     from hwnas import __version__
     from hwnas.latency.devices import get_device
     from hwnas.latency.table import Entry, LatencyTable, TableMeta, now_iso
-    from hwnas.spaces import get_space
+    from hwnas.spaces import resolve_space
 
     dev = get_device(device)
     if dev.cost_model is None:
         raise ConfigError(f"device '{dev.name}' has no cost model to estimate from; profile it instead")
     model = CostModel(dev.cost_model.params, dev.cost_model.kind)
-    sp = get_space(space, resolution=resolution)
+    sp = resolve_space(space, resolution=resolution)
     pm = dev.power_model
     entries = {}
     for key in sp.op_keys(resolution):

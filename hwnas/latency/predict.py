@@ -1,4 +1,5 @@
-"""Latency/energy prediction from a device's table (or its cost model, for estimated devices).
+"""Latency/energy prediction from a device's key store (:mod:`hwnas.latency.store`: the union of all its
+tables, asked by op key) and, for estimated devices, its cost model for keys no measured table holds.
 
 ``latency(arch) = scale · Σ_ops entry(op_key) + offset_ms``: the sum of per-op entries over the
 architecture's op keys (:func:`hwnas.opkey.arch_op_keys`: stem, blocks, head, classifier), with an
@@ -9,7 +10,8 @@ optional linear calibration fitted on whole-model measurements stored in the tab
 Rules:
 
 * a ``skip`` op costs exactly 0 ms: it is no op at all in the exported graph;
-* a key absent from the table raises :class:`MissingOpError` naming the key and the nearest keys;
+* a key absent from the store raises :class:`~hwnas.latency.store.MissingKeysError` (a
+  :class:`MissingOpError`) naming every missing key, the nearest keys and the ``hwnas profile`` command;
   with ``fallback=True`` the nearest key of the same kind, scaled by the MAC ratio, is used instead
   and every such key is reported in ``Prediction.fallback``. There is no constant default.
 
@@ -29,9 +31,9 @@ from typing import Any, Sequence
 from hwnas.arch import ArchSpec
 from hwnas.errors import TableError
 from hwnas.latency.costmodel import CostModel
-from hwnas.profile.check import fidelity_warning
 from hwnas.latency.devices import Device, get_device
-from hwnas.latency.table import LatencyTable, find_tables
+from hwnas.latency.store import KeyStore, table_name
+from hwnas.latency.table import LatencyTable
 from hwnas.opkey import OpKey, arch_op_keys
 
 
@@ -66,7 +68,7 @@ class Prediction:
     calibration: dict[str, Any] | None = None
     fallback: list[str] = field(default_factory=list)
     energy_source: str | None = None
-    fidelity: dict[str, Any] | None = None  # the table's last `hwnas table check` (summary, no rows)
+    fidelity: dict[str, Any] | None = None  # the pricing table's last `hwnas table check` (summary, no rows)
     warnings: list[str] = field(default_factory=list)
 
     #: a prediction whose fallback-priced layers make up more than this share of its total is flagged
@@ -98,25 +100,36 @@ class Prediction:
 
 
 class Predictor:
-    """Prices op keys and architectures for one device.
+    """Prices op keys and architectures for one device from its key store (and cost model).
 
     Args:
         device: the :class:`Device`.
-        table: a :class:`LatencyTable` (measured or estimated), or None to use the device's cost model.
+        table: one explicit :class:`LatencyTable` (``--table``): only its entries are used (no cost
+            model), with its calibration.
         fallback: price missing keys by the nearest same-kind key scaled by MACs (reported).
+        store: the device's :class:`~hwnas.latency.store.KeyStore` (see :func:`load_predictor`).
+            With neither ``table`` nor ``store``, an estimated device is priced by its cost model alone.
+        calibrated: apply the store's/table's calibration (``False`` gives raw per-op sums).
 
-    Raises:
-        TableError: neither a table nor a cost model.
+    A key is priced, in order: ``skip`` = 0 ms; the store's winning entry (its table named in the
+    source); the device's cost model (estimated devices); the nearest key with ``fallback``;
+    otherwise :class:`~hwnas.latency.store.MissingKeysError`.
     """
 
-    def __init__(self, device: Device, table: LatencyTable | None = None, *, fallback: bool = False):
+    def __init__(self, device: Device, table: LatencyTable | None = None, *, fallback: bool = False,
+                 store: KeyStore | None = None, calibrated: bool = True):
         self.device = device
         self.table = table
         self.fallback = fallback
-        self.cost_model = CostModel(device.cost_model.params) if (table is None and device.cost_model) else None
-        if table is None and self.cost_model is None:
-            raise TableError(f"device '{device.name}' has no table and no cost model")
-        cal = table.calibration if table is not None else None
+        if table is not None:
+            store = KeyStore(device, [table])
+        self.store = store if store is not None else KeyStore(device, [])
+        self.cost_model = (CostModel(device.cost_model.params, device.cost_model.kind)
+                           if (table is None and device.cost_model) else None)
+        cal = None
+        if calibrated:
+            cal = table.calibration if table is not None else (self.store.calibration or (None,))[0]
+        self._calibration = cal
         self.scale = cal.scale if cal else 1.0
         self.offset_ms = cal.offset_ms if cal else 0.0
         self._cache: dict[str, tuple[float, str]] = {}
@@ -124,62 +137,85 @@ class Predictor:
     # ------------------------------------------------------------------ description
     @property
     def provenance(self) -> str:
+        """Where this predictor's figures come from (one line)."""
         if self.table is not None:
             m = self.table.meta
             where = f" ({self.table.path.name})" if self.table.path else ""
             tuned = " [untuned TVM]" if m.tuned is False else ""
             return f"{m.provenance}{tuned}: table {m.device}/{m.space}@{m.resolutions}{where}"
-        cm = self.device.cost_model
-        return f"estimated: {cm.kind} cost model of {self.device.name} ({cm.fitted_on})"
-
-    @property
-    def resolutions(self) -> list[int] | None:
-        return self.table.meta.resolutions if self.table is not None else None
+        parts = []
+        if self.store.measured:
+            parts.append(f"measured: key store, {self.store.describe()}")
+        if self.cost_model is not None:
+            cm = self.device.cost_model
+            est = f"estimated: {cm.kind} cost model of {self.device.name} ({cm.fitted_on})"
+            parts.append(est if not parts else f"keys not in it {est}")
+        if not parts:
+            parts.append(f"estimated: key store, {self.store.describe()}" if self.store.tables
+                         else f"no latency table of {self.device.name}")
+        return "; ".join(parts)
 
     def calibration_info(self) -> dict[str, Any] | None:
-        if self.table is None or self.table.calibration is None:
+        c = self._calibration
+        if c is None:
             return None
-        c = self.table.calibration
-        return {"scale": c.scale, "offset_ms": c.offset_ms, "points": len(c.points), **c.report}
+        where = None
+        if self.table is None and self.store.calibration is not None:
+            where = table_name(self.store.calibration[1])
+        return {"scale": c.scale, "offset_ms": c.offset_ms, "points": len(c.points), "table": where, **c.report}
 
     # ------------------------------------------------------------------ ops
+    def priced(self, key: OpKey | str) -> bool:
+        """Whether ``key`` can be priced without a fallback (identity, store or cost model)."""
+        key = key if isinstance(key, OpKey) else OpKey.parse(key)
+        return key.kind == "skip" or key in self.store or self.cost_model is not None
+
+    def missing(self, keys) -> list[OpKey]:
+        """The keys of ``keys`` (OpKeys, strings, or an ArchSpec) that neither the store nor a cost model
+        prices, deduplicated."""
+        if isinstance(keys, ArchSpec):
+            keys = [k for _, k in arch_op_keys(keys)]
+        if self.cost_model is not None:
+            return []
+        return self.store.missing(keys)
+
     def _raw(self, key: OpKey) -> tuple[float, str]:
         """Uncalibrated latency (ms) of one op and its source."""
         s = str(key)
         hit = self._cache.get(s)
         if hit is not None:
             return hit
+        found = self.store.lookup(s)
         if key.kind == "skip":
             out = (0.0, "identity")
+        elif found is not None:
+            out = (found.entry.median_ms, found.source)
         elif self.cost_model is not None:
             out = (self.cost_model.op_ms(key), "cost-model")
-        elif s in self.table:
-            out = (self.table.get(s).median_ms, "table")
         elif self.fallback:
             out = self._fallback(key)
         else:
-            self.table.get(s)  # raises MissingOpError with the nearest keys
-            raise AssertionError("unreachable")
+            raise self.store.missing_error([key], what="the request")
         self._cache[s] = out
         return out
 
     def _fallback(self, key: OpKey) -> tuple[float, str]:
         """Nearest same-kind key, scaled by the MAC ratio (reported in the source string)."""
-        same = [k for k in self.table.keys() if k.kind == key.kind and k.kind != "skip"]
+        same = [k for k in self.store.keys() if k.kind == key.kind and k.kind != "skip"]
         if not same:
-            self.table.get(str(key))
+            raise self.store.missing_error([key], what="the request (and no key of the same kind to fall back on)")
         near = difflib.get_close_matches(str(key), [str(k) for k in same], n=5, cutoff=0.0)
         # prefer the closest MAC count among the textual neighbours
         macs = max(key.macs(), 1)
         best = min(near, key=lambda k: abs(OpKey.parse(k).macs() - macs) / macs)
         ratio = macs / max(OpKey.parse(best).macs(), 1)
-        return self.table.get(best).median_ms * ratio, f"fallback: {best} x{ratio:.3f}"
+        return self.store.lookup(best).entry.median_ms * ratio, f"fallback: {best} x{ratio:.3f}"
 
     def op_latency(self, key: OpKey | str) -> float:
         """Calibrated latency of one op in ms (``scale · entry``; the offset is per model, not per op).
 
         Raises:
-            MissingOpError: the key is not in the table (and fallback is off).
+            MissingKeysError: the key is not in the store (and fallback is off).
         """
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
         return self.scale * self._raw(key)[0]
@@ -189,10 +225,9 @@ class Predictor:
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
         if key.kind == "skip":
             return 0.0, "identity"
-        if self.table is not None and str(key) in self.table:
-            e = self.table.get(str(key))
-            if e.energy_mj is not None:
-                return self.scale * e.energy_mj, e.energy_source
+        found = self.store.lookup(key)
+        if found is not None and found.entry.energy_mj is not None:
+            return self.scale * found.entry.energy_mj, found.entry.energy_source
         pm = self.device.power_model
         if pm is not None:
             return pm.active_w * self.op_latency(key), f"power-model: declared {pm.active_w} W"
@@ -200,6 +235,8 @@ class Predictor:
 
     # ------------------------------------------------------------------ models
     def check_arch(self, arch: ArchSpec) -> None:
+        """With an explicit table only: refuse an architecture at a resolution the table was not made at
+        (a key store is asked by key: any resolution whose keys it holds)."""
         if self.table is not None and arch.resolution not in self.table.meta.resolutions:
             raise TableError(f"{self.table.path or 'table'} for {self.table.meta.device} was made at resolution "
                              f"{self.table.meta.resolutions} but the architecture has resolution {arch.resolution}")
@@ -208,10 +245,17 @@ class Predictor:
         """Latency (ms) and energy (mJ) of ``arch`` with a per-layer breakdown.
 
         Raises:
-            TableError: the table was made at another resolution (the message names both).
-            MissingOpError: a key is absent and fallback is off (names the key and nearest keys).
+            TableError: an explicit table was made at another resolution (the message names both).
+            MissingKeysError: keys are absent and fallback is off (names every key, the nearest keys and
+                ``hwnas profile --device D --arch ...``).
         """
         self.check_arch(arch)
+        if not self.fallback:
+            missing = self.missing(arch)
+            if missing:
+                raise self.store.missing_error(
+                    missing, what=f"'{arch.name or 'the architecture'}'",
+                    command=f"hwnas profile --device {self.device.name} --arch '{arch.to_compact()}'")
         blocks, fallback = [], []
         energies: list[float | None] = []
         sources: set[str] = set()
@@ -228,90 +272,92 @@ class Predictor:
         energy = None if any(e is None for e in energies) else sum(energies)
         if energy is not None and self.offset_ms and self.device.power_model:
             energy += self.device.power_model.active_w * self.offset_ms
-        fidelity = self.table.meta.fidelity if self.table is not None else None
-        warning = fidelity_warning(fidelity)
+        fidelity, warnings = self._fidelity(arch)
         return Prediction(latency_ms=float(latency), energy_mj=energy, per_block=blocks, missing=list(fallback),
-                          provenance=self.provenance, device=self.device.name, calibration=self.calibration_info(),
-                          fallback=fallback, energy_source=", ".join(sorted(sources)) or None,
-                          fidelity={k: v for k, v in fidelity.items() if k != "rows"} if fidelity else None,
-                          warnings=[warning] if warning else [])
+                          provenance=self._provenance_of(blocks), device=self.device.name,
+                          calibration=self.calibration_info(), fallback=fallback,
+                          energy_source=", ".join(sorted(sources)) or None, fidelity=fidelity, warnings=warnings)
+
+    def _fidelity(self, arch: ArchSpec) -> tuple[dict[str, Any] | None, list[str]]:
+        """The stored ``hwnas table check`` summary of the table that priced most of ``arch``'s ops, and a
+        warning for every pricing table whose check fell below the thresholds."""
+        from hwnas.profile.check import fidelity_warning
+
+        used: dict[int, tuple[LatencyTable, int]] = {}
+        for _, key in arch_op_keys(arch):
+            hit = self.store.lookup(key)
+            if hit is not None and key.kind != "skip":
+                t, n = used.get(id(hit.table), (hit.table, 0))
+                used[id(hit.table)] = (t, n + 1)
+        ranked = [t for t, _ in sorted(used.values(), key=lambda tn: -tn[1])]
+        main = next((t.meta.fidelity for t in ranked if t.meta.fidelity), None)
+        warnings = []
+        for t in ranked:
+            w = fidelity_warning(t.meta.fidelity)
+            if w:
+                warnings.append(w if len(ranked) == 1 else f"{table_name(t)}: {w}")
+        return ({k: v for k, v in main.items() if k != "rows"} if main else None), warnings
+
+    def _provenance_of(self, blocks: list[BlockPrediction]) -> str:
+        """The provenance of one prediction: which tables (or the cost model) priced its ops."""
+        if self.table is not None:
+            return self.provenance
+        used: dict[str, int] = {}
+        for b in blocks:
+            if b.source != "identity":
+                kind = b.source.split(":")[0] if not b.source.startswith("fallback") else "fallback"
+                used[b.source if kind in ("measured", "estimated") else kind] = \
+                    used.get(b.source if kind in ("measured", "estimated") else kind, 0) + 1
+        if set(used) == {"cost-model"}:
+            cm = self.device.cost_model
+            return f"estimated: {cm.kind} cost model of {self.device.name} ({cm.fitted_on})"
+        tables = sorted({s.split(": ", 1)[1] for s in used if s.startswith(("measured", "estimated"))})
+        head = "measured" if any(s.startswith("measured") for s in used) else "estimated"
+        rest = [f"{n} op(s) by the {k}" for k, n in used.items() if k in ("cost-model", "fallback")]
+        return f"{head}: key store of {self.device.name}, table(s) {', '.join(tables) or 'none'}" + \
+            (f"; {', '.join(rest)}" if rest else "")
 
     def __repr__(self) -> str:
         return f"Predictor(device={self.device.name!r}, provenance={self.provenance!r})"
 
 
 # ---------------------------------------------------------------------- loading
-def _pick_table(device: Device, space: str | None, resolution: int | None) -> LatencyTable | None:
-    tables = find_tables(device.name, space, resolution, device.aliases)
-    measured = [t for t in tables if not t.meta.estimated]
-    if measured:
-        return measured[0]
-    if device.estimated:
-        return None  # the cost model prices any key; estimated tables are its materialisation
-    if tables:
-        return tables[0]
-    others = find_tables(device.name, None, None, device.aliases)
-    have = "; ".join(f"{t.path.name if t.path else '?'} (space {t.meta.space}, resolution {t.meta.resolutions})"
-                     for t in others) or "none"
-    raise TableError(f"no latency table for device '{device.name}' (space {space or 'any'}, resolution "
-                     f"{resolution or 'any'}); tables for this device: {have}. Make one with: hwnas profile "
-                     f"--device {device.name} --space {space or 'SPACE'} --resolution {resolution or 'R'}")
-
-
-def _space_name(space: str | None, resolution: int | None) -> str | None:
-    """Registered spaces by their resolved name (``mobilenetv2`` at 32 px is ``mobilenetv2-cifar``)."""
-    if space is None:
-        return None
-    from hwnas.errors import UnknownNameError
-    from hwnas.spaces import get_space
-
-    try:
-        return get_space(space, resolution=resolution).name
-    except UnknownNameError:
-        return space  # imported spaces (e.g. ofa-mbv3-w1.2)
-
-
 def load_predictor(target: str | Device, *, space: str | None = None, resolution: int | None = None,
                    table: str | Path | LatencyTable | None = None, fallback: bool = False) -> Predictor:
     """A predictor for a device name/alias (``pixel``, ``pixel1``, ``host`` …).
 
-    Picks, in order: the given ``table`` (checked against the device and resolution), a measured
-    table on the table path for (device, space, resolution), the device's cost model (estimated
-    devices), any other table for it.
+    Without ``table``: the device's :class:`~hwnas.latency.store.KeyStore` (every table of the device,
+    any space or resolution; ``space`` and ``resolution`` are not needed) plus its cost model on
+    estimated devices. With ``table``: that table only, checked against the device and, when given,
+    ``space`` (literal name) and ``resolution``.
 
     Raises:
-        UnknownNameError: unknown device. TableError: no usable table, or ``table`` made for
-        another device/space/resolution (the message names both).
+        UnknownNameError: unknown device. TableError: ``table`` made for another device/space/resolution
+        (the message names both).
     """
     device = get_device(target)
-    space = _space_name(space, resolution)
     if table is not None:
         t = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
         t.check(device=device.name, space=space, resolution=resolution, device_aliases=device.aliases)
         return Predictor(device, t, fallback=fallback)
-    return Predictor(device, _pick_table(device, space, resolution), fallback=fallback)
+    return Predictor(device, fallback=fallback, store=KeyStore.for_device(device))
 
 
 def predict(arch: ArchSpec, device_or_table: str | Device | LatencyTable | Predictor, *,
             fallback: bool = False) -> Prediction:
-    """Predict ``arch`` on a device (name, :class:`Device`), a :class:`LatencyTable` or a Predictor."""
+    """Predict ``arch`` on a device (name, :class:`Device`: its key store), a :class:`LatencyTable` or a
+    Predictor."""
     if isinstance(device_or_table, Predictor):
         return device_or_table.predict(arch)
     if isinstance(device_or_table, LatencyTable):
         dev = get_device(device_or_table.meta.device)
         return Predictor(dev, device_or_table, fallback=fallback).predict(arch)
-    device = get_device(device_or_table)
-    candidates = [t for t in find_tables(device.name, None, arch.resolution, device.aliases) if not t.meta.estimated]
-    if candidates:
-        keys = {str(k) for _, k in arch_op_keys(arch) if k.kind != "skip"}
-        best = max(candidates, key=lambda t: len(keys & set(t.entries)))
-        return Predictor(device, best, fallback=fallback).predict(arch)
-    return load_predictor(device, resolution=arch.resolution, fallback=fallback).predict(arch)
+    return load_predictor(device_or_table, fallback=fallback).predict(arch)
 
 
 # ---------------------------------------------------------------------- calibration
 def fit_calibration(table: LatencyTable, points: Sequence[tuple[str, ArchSpec, float]], *,
-                    offset: bool | None = None) -> LatencyTable:
+                    offset: bool | None = None, store: KeyStore | None = None) -> LatencyTable:
     """Fit ``measured ≈ scale · Σ entries + offset`` by least squares on the relative error over
     whole-model measurements ``(name, arch, measured_ms)`` and store it (with the points and a fit
     report) in ``table``.
@@ -320,6 +366,8 @@ def fit_calibration(table: LatencyTable, points: Sequence[tuple[str, ArchSpec, f
         offset: fit the offset too (``True``), the scale only (``False``), or decide by the number of
             points (``None``: the offset only with ≥ 8 points; with fewer, two parameters overfit the
             noise of a handful of members — seen on this machine with 5 points).
+        store: price keys the table lacks from this device store (a profile that measured only the
+            keys its store lacked); the sums are raw (uncalibrated) either way.
 
     The report gives the RMSPE (%) and the max |error| (%) of the calibrated sums, and of the raw
     sums for comparison.
@@ -329,7 +377,9 @@ def fit_calibration(table: LatencyTable, points: Sequence[tuple[str, ArchSpec, f
     from hwnas.latency.table import Calibration, CalibrationPoint
 
     device = get_device(table.meta.device)
-    raw = Predictor(device, LatencyTable(table.meta, table.entries))
+    bare = LatencyTable(table.meta, table.entries)
+    raw = (Predictor(device, bare) if store is None else
+           Predictor(device, store=KeyStore(device, [bare, *store.tables]), calibrated=False))
     sums = np.array([sum(raw._raw(k)[0] for _, k in arch_op_keys(a)) for _, a, _ in points])
     meas = np.array([m for _, _, m in points])
     use_offset = len(points) >= 8 if offset is None else bool(offset)

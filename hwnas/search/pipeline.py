@@ -13,9 +13,8 @@ inherited weights, batch 64, one PyTorch thread (on shared 2-core machines PyTor
 with 2 threads under load; ``--threads`` changes it). The latency is predicted for the deployed
 model: the searched architecture at the data resolution, width and classes.
 
-The space name is taken literally: ``mobilenetv2`` keeps the ImageNet skeleton at any resolution,
-``mobilenetv2-cifar`` selects the small-input skeleton (``hwnas.spaces.get_space`` alone picks the
-small one automatically below 64 px).
+The space name is taken literally, as everywhere (:func:`hwnas.spaces.resolve_space`): ``mobilenetv2``
+keeps the ImageNet skeleton at any resolution, ``mobilenetv2-cifar`` selects the small-input skeleton.
 
 Default latency budget: the predicted latency of MobileNetV2 (the zoo's, at the same width,
 resolution, input channels and classes) on the target — the "same latency as MobileNetV2" setting
@@ -83,14 +82,10 @@ class SearchConfig:
 
 
 def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int, width: float):
-    """The space ``name`` taken literally (see the module docstring)."""
-    from hwnas.spaces import get_space
+    """:func:`hwnas.spaces.resolve_space` with the data's keyword names (kept for callers)."""
+    from hwnas.spaces import resolve_space
 
-    if name.lower().endswith("-cifar"):
-        return get_space(name, resolution=resolution, num_classes=num_classes, in_channels=in_channels,
-                         width_multiplier=width)
-    return get_space(name, num_classes=num_classes, in_channels=in_channels,
-                     width_multiplier=width).at(resolution=resolution)
+    return resolve_space(name, resolution=resolution, width=width, in_channels=in_channels, classes=num_classes)
 
 
 def _check_superkernel_space(space) -> None:

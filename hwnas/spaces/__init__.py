@@ -1,9 +1,13 @@
-"""Search spaces and their registry: ``get_space("fbnet")``.
+"""Search spaces and the one resolver every command uses: ``resolve_space("fbnet", ...)``.
 
 Names: ``mobilenetv2`` (ProxylessNAS), ``fbnet``, ``mnasnet``, ``efficientnet``,
 ``efficientnet-lite``, ``mobilenetv3`` (OFA), ``efficientnetv2``, and a ``-cifar`` small-input
-variant of each for 32×32 data. Asking for a base name with ``resolution <= 64`` picks the
-small-input variant automatically.
+variant of each (fewer stride-2 stages, for 32×32 data).
+
+**Names are literal everywhere** (``hwnas search``, ``profile``, ``predict``, the predictor and the
+Python API): ``mobilenetv2`` is the ImageNet skeleton at any resolution (a 32×32 input ends at
+1×1 in the last stage), ``mobilenetv2-cifar`` is the small-input skeleton, and only when asked
+for. No resolution switches a space silently.
 """
 
 from __future__ import annotations
@@ -17,37 +21,46 @@ from hwnas.spaces.stagewise import EfficientNetLiteSpace, EfficientNetSpace, Mna
 _BASE = {cls.name if hasattr(cls, "candidate_ops") else cls.base_name: cls
          for cls in (MobileNetV2Space, FBNetSpace, MnasNetSpace, EfficientNetSpace, EfficientNetLiteSpace,
                      MobileNetV3Space, EfficientNetV2Space)}
-SMALL_INPUT_MAX_RESOLUTION = 64
+SMALL_INPUT_SUFFIX = "-cifar"
 
 
 def space_names() -> list[str]:
     """Every registered space name, base names and their ``-cifar`` variants."""
-    return [n for base in _BASE for n in (base, f"{base}-cifar")]
+    return [n for base in _BASE for n in (base, f"{base}{SMALL_INPUT_SUFFIX}")]
 
 
-def get_space(name: str, *, resolution: int | None = None, num_classes: int = 1000, in_channels: int = 3,
-              width_multiplier: float = 1.0) -> SearchSpace:
-    """The space called ``name``.
+def resolve_space(name: str, *, resolution: int | None = None, width: float = 1.0, in_channels: int = 3,
+                  classes: int = 1000) -> SearchSpace:
+    """The space called ``name``, taken literally, at the given input and width.
 
-    ``name-cifar`` is the small-input variant (default resolution 32); a base name with
-    ``resolution <= 64`` selects it automatically.
+    Args:
+        name: a registered name (:func:`space_names`); ``_`` and case are normalised.
+        resolution: input height = width in pixels (default 224, or 32 for a ``-cifar`` name).
+        width: width (channel) multiplier of every member.
+        in_channels: input channels (e.g. 1 for MNIST); NCHW in PyTorch, NHWC in exported models.
+        classes: classifier outputs.
 
     Raises:
         UnknownNameError: listing the valid names.
     """
     key = name.lower().replace("_", "-")
-    small = key.endswith("-cifar")
-    base = key[: -len("-cifar")] if small else key
+    small = key.endswith(SMALL_INPUT_SUFFIX)
+    base = key[: -len(SMALL_INPUT_SUFFIX)] if small else key
     if base not in _BASE:
         raise UnknownNameError("space", name, space_names())
-    if resolution is not None and resolution <= SMALL_INPUT_MAX_RESOLUTION:
-        small = True
     if resolution is None:
         resolution = 32 if small else 224
-    return _BASE[base](resolution=resolution, num_classes=num_classes, in_channels=in_channels,
-                       width_multiplier=width_multiplier, small_input=small)
+    return _BASE[base](resolution=int(resolution), num_classes=int(classes), in_channels=int(in_channels),
+                       width_multiplier=float(width), small_input=small)
 
 
-__all__ = ["SearchSpace", "Decision", "Choices", "LayerwiseSpace", "StagewiseSpace", "get_space", "space_names",
-           "MobileNetV2Space", "FBNetSpace", "MnasNetSpace", "EfficientNetSpace", "EfficientNetLiteSpace",
-           "MobileNetV3Space", "EfficientNetV2Space"]
+def get_space(name: str, *, resolution: int | None = None, num_classes: int = 1000, in_channels: int = 3,
+              width_multiplier: float = 1.0) -> SearchSpace:
+    """Alias of :func:`resolve_space` with the older keyword names (same literal rule)."""
+    return resolve_space(name, resolution=resolution, width=width_multiplier, in_channels=in_channels,
+                         classes=num_classes)
+
+
+__all__ = ["SearchSpace", "Decision", "Choices", "LayerwiseSpace", "StagewiseSpace", "resolve_space", "get_space",
+           "space_names", "MobileNetV2Space", "FBNetSpace", "MnasNetSpace", "EfficientNetSpace",
+           "EfficientNetLiteSpace", "MobileNetV3Space", "EfficientNetV2Space"]
