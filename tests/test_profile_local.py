@@ -33,7 +33,7 @@ def test_profile_slice_measures_real_ops(tmp_path):
     space = get_space("mobilenetv2", resolution=32)
     keys = [k for k in space.op_keys(32) if k.kind != "skip"][:2] + [k for k in space.op_keys(32) if k.kind == "skip"][:1]
     res = profile(**ARGS, out=tmp_path / "t.yaml", keys=keys)
-    table = LatencyTable.load(res.path, device="host", space="mobilenetv2-cifar", resolution=32)
+    table = LatencyTable.load(res.path, device="host", space="mobilenetv2", resolution=32)
     assert set(table.entries) == {str(k) for k in keys}
     for key in keys:
         e = table.get(str(key))
