@@ -23,6 +23,12 @@ pytest.importorskip("hwnas.export.keras")
 ARGS = dict(device="host", space="mobilenetv2", resolution=32, repeats=3, warmup=1, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_store(tmp_path, monkeypatch):
+    """A fresh user table folder: profile() skips keys the device's store already holds."""
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+
+
 def _journal_keys(path):
     lines = path.read_text().splitlines()[1:]
     return [json.loads(line)["key"] for line in lines]
@@ -52,7 +58,8 @@ def test_kill_and_resume_measures_nothing_twice(tmp_path):
     out = tmp_path / "host.yaml"
     journal = tmp_path / "host.yaml.journal.jsonl"
     cmd = [sys.executable, "-m", "hwnas", "profile", "--device", "host", "--space", "mobilenetv2", "--resolution",
-           "32", "--limit", "5", "--repeats", "3", "--warmup", "1", "--out", str(out), "--json"]
+           "32", "--width", "1", "--in-channels", "3", "--classes", "1000", "--limit", "5", "--repeats", "3",
+           "--warmup", "1", "--out", str(out), "--json"]
     env = {**os.environ, "HWNAS_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
@@ -160,3 +167,62 @@ def test_int8_op_models_time_no_quantize_dequantize():
     interp = Interpreter(model_content=art.data)
     assert interp.get_input_details()[0]["dtype"] == np.int8
     assert interp.get_output_details()[0]["dtype"] == np.int8
+
+
+class _CountingRunner:
+    name = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def version(self):
+        return "fake 1"
+
+    def measure(self, artifact):
+        from hwnas.profile.run import Measurement
+
+        self.calls += 1
+        return Measurement(1.0, 0.9, 1.1, 3)
+
+    def close(self):
+        pass
+
+
+class _NoBuilder:
+    name = "fake"
+
+    def build(self, key):
+        from hwnas.profile.run import Artifact
+
+        return Artifact(data=b"x")
+
+
+def test_profile_measures_only_what_the_store_lacks(tmp_path):
+    """Fake builder/runner (the keys' selection is under test, not the timing)."""
+    from hwnas.latency.table import TableMeta, user_table_dir
+    from hwnas.profile.run import arch_request, run_request, space_request
+    from hwnas.spaces import resolve_space
+
+    space = resolve_space("mobilenetv2", resolution=16, width=0.35, in_channels=1, classes=10)
+    request = space_request(space, reference=True)
+    have = request.keys[::2]
+    meta = TableMeta(device="host", space="other", resolutions=[16], backend="tflite", date="2026-12-01T00:00:00Z",
+                     hwnas_version="0", provenance="measured: test fixture")
+    LatencyTable(meta, {str(k): {"median_ms": 2.0, "samples": 3} for k in have}).save(user_table_dir() / "o.yaml")
+    runner = _CountingRunner()
+    res = profile("host", request=request, builder=_NoBuilder(), runner=runner, progress=False)
+    assert res.skipped == len(have) and res.wanted == len(request.keys)
+    assert set(res.measured) == {str(k) for k in request.keys} - {str(k) for k in have}
+    assert res.path.name == "host-mobilenetv2-w0.35-c1-k10-16.yaml"
+    assert runner.calls == sum(1 for k in request.keys[1::2] if k.kind != "skip")
+    again = profile("host", request=request, builder=_NoBuilder(), runner=_CountingRunner(), progress=False)
+    assert again.measured == [] and again.skipped == len(request.keys)
+    # --arch: only that architecture's keys; --from-run: the run's space (from config.yaml's space_spec)
+    arch = space.decode([0] * 21)
+    assert {str(k) for k in arch_request(arch).keys} <= {str(k) for k in request.keys}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "search: {space: mobilenetv2, latency_ms: null}\n"
+        "space_spec: {name: mobilenetv2, resolution: 16, width: 0.35, in_channels: 1, classes: 10}\n")
+    assert run_request(run).keys == request.keys and run_request(run).label == request.label

@@ -36,9 +36,16 @@ def test_missing_table_file_is_not_an_unknown_device():
     assert "no such table file" in msg
 
 
-def test_missing_op_key_suggests_profile_or_fallback():
-    msg = one_line_error(hwnas("predict", "mobilenetv2", "--target", "host"))
-    assert "is not in" in msg and "--fallback" in msg and "hwnas profile" in msg
+def test_missing_op_key_suggests_profile_or_fallback(tmp_path):
+    import os
+
+    env = {**os.environ, "HWNAS_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "predict", "mobilenetv2", "--target", "host", "--resolution",
+                           "96", "--no-profile"], capture_output=True, text=True, env=env)
+    msg = one_line_error(proc)
+    assert "is not in" in msg and "--fallback" in msg
+    assert "hwnas profile --device host --arch 'mobilenetv2' --resolution 96" in msg
+    assert not (tmp_path / "latency_tables").exists()  # --no-profile measured nothing
 
 
 def test_unwritable_export_path_fails_before_converting():

@@ -50,61 +50,113 @@ def devices_cmd(as_json: bool) -> None:
 
 @main.command("profile")
 @click.option("--device", "device", required=True, help="Device name or alias (hwnas devices).")
-@click.option("--space", required=True, help="Search space whose op keys are measured.")
-@click.option("--resolution", type=int, required=True, help="Input resolution.")
+@click.option("--space", default=None,
+              help="Search space, taken literally as by hwnas search [default: mobilenetv2].")
+@click.option("--resolution", type=int, default=None, help="Input resolution [default: 32, as hwnas search; "
+                                                            "with --arch: the architecture's].")
+@click.option("--width", type=float, default=None, help="Width multiplier [default: 0.5, as hwnas search; with "
+                                                         "--arch: the architecture's].")
+@click.option("--data", default=None, help="Take input channels and classes from this data set, as hwnas search "
+                                           "does [default: mnist5k].")
+@click.option("--in-channels", "in_channels", type=int, default=None, help="Input channels (instead of --data's).")
+@click.option("--classes", type=int, default=None, help="Classifier outputs (instead of --data's).")
+@click.option("--arch", "arch_ref", default=None, help="Only this architecture's keys (zoo name, compact string "
+                                                       "or YAML file).")
+@click.option("--from-run", "from_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="The keys of a search run's space (its run folder).")
+@click.option("--remeasure", is_flag=True, help="Measure every wanted key, also those the device's tables hold.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Table path (default ~/.hwnas/latency_tables/<device>-<space>-<res>.yaml).")
-@click.option("--limit", type=int, default=None, help="Measure only the first N op keys (a slice).")
+              help="Table path (default $HWNAS_HOME/latency_tables/<device>-<space...>-<res>.yaml).")
+@click.option("--limit", type=int, default=None, help="Measure at most N op keys (a slice).")
 @click.option("--repeats", type=int, default=None, help="Timed runs per op (default: the device's).")
 @click.option("--warmup", type=int, default=None, help="Untimed runs per op (default: the device's).")
 @click.option("--calibrate", type=int, default=0, show_default=True,
-              help="Measure N random members end to end and fit the calibration.")
+              help="Measure N random members (or --arch) end to end and fit the calibration.")
 @click.option("--serial", default=None, help="adb serial (overrides the device's).")
 @click.option("--check", "check", is_flag=True,
               help="Then measure a few random members end to end (adb: benchmark_model --enable_op_profiling) and "
                    "report the per-op sum vs end-to-end error: does per-op summing hold on this device?")
 @click.option("--check-members", type=int, default=3, show_default=True, help="Members measured by --check.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrate, serial, check, check_members,
-                as_json) -> None:
-    """Measure every op key of SPACE at RESOLUTION on DEVICE into a latency table.
+def profile_cmd(device, space, resolution, width, data, in_channels, classes, arch_ref, from_run, remeasure, out,
+                limit, repeats, warmup, calibrate, serial, check, check_members, as_json) -> None:
+    """Measure on DEVICE the op keys its latency tables lack, for a search space, an architecture or a run.
 
-    Progress is journalled per op (<out>.journal.jsonl); rerun the same command to resume.
+    The space options are hwnas search's, with its defaults: `hwnas profile --device D OPTIONS` followed
+    by `hwnas search --target D OPTIONS` finds every key it needs (the space's, plus the MobileNetV2 that
+    sets the default budget). Keys any table of the device already holds are skipped (the device's tables
+    form one key store, see docs/latency.md). Progress is journalled per op (<out>.journal.jsonl); rerun
+    the same command to resume.
     """
+    from hwnas.errors import ConfigError
     from hwnas.latency.devices import get_device
     from hwnas.profile import profile
+    from hwnas.profile.run import arch_request, run_request, search_space_of, space_request
 
+    chosen = [n for n, v in (("--space", space), ("--arch", arch_ref), ("--from-run", from_run)) if v]
+    if len(chosen) > 1:
+        raise ConfigError(f"give one of --space, --arch, --from-run (got {', '.join(chosen)})")
     dev = get_device(device)
+    if from_run:
+        request = run_request(from_run)
+    elif arch_ref:
+        from hwnas.zoo import load_arch
+
+        a = load_arch(arch_ref, width=width, resolution=resolution)
+        if in_channels is not None or classes is not None:
+            a = a.with_classes(classes or a.classifier.num_classes, in_channels or a.in_channels)
+        request = arch_request(a)
+    else:
+        from hwnas.search.pipeline import SearchConfig
+
+        d = SearchConfig()
+        sp = search_space_of(space or d.space, resolution=resolution or d.resolution,
+                             width=width if width is not None else d.width, data=data or d.data,
+                             in_channels=in_channels, classes=classes)
+        request = space_request(sp, reference=True)
     transport = None
     if serial:
         from hwnas.profile.tflite_adb import AdbTransport
 
         transport = AdbTransport(serial)
-    res = profile(dev, space, resolution, out=out, limit=limit, repeats=repeats, warmup=warmup,
-                  calibrate=calibrate, transport=transport, progress=not as_json)
-    summary = {"table": str(res.path), "journal": str(res.journal), "entries": len(res.table),
+    res = profile(dev, request=request, only_missing=not remeasure, out=out, limit=limit, repeats=repeats,
+                  warmup=warmup, calibrate=calibrate, transport=transport, progress=not as_json)
+    summary = {"table": str(res.path) if res.path else None, "journal": str(res.journal) if res.journal else None,
+               "keys": res.wanted, "skipped_in_store": res.skipped, "entries": len(res.table) if res.table else 0,
                "measured_now": len(res.measured), "resumed": res.resumed, "seconds": round(res.seconds, 1),
-               "provenance": res.table.meta.provenance,
-               "calibration": res.table.calibration.report if res.table.calibration else None,
+               "provenance": res.table.meta.provenance if res.table else None,
+               "calibration": res.table.calibration.report if res.table and res.table.calibration else None,
                "remeasured": res.remeasured, "check": res.check.lines() if res.check else []}
     sum_check = None
     if check:
+        import random
+
+        from hwnas.latency.store import KeyStore
         from hwnas.profile.check import check_per_op_sum
         from hwnas.profile.run import make_runner
 
-        sum_check = check_per_op_sum(dev, res.table, members=check_members, runner=make_runner(dev, transport))
+        rng = random.Random(0)
+        archs = ([request.space.decode(request.space.sample(rng)) for _ in range(check_members)]
+                 if request.space is not None else [request.arch])
+        sum_check = check_per_op_sum(dev, KeyStore.for_device(dev).as_table(), archs=archs,
+                                     runner=make_runner(dev, transport))
         summary["per_op_sum_check"] = sum_check.to_dict()
     if as_json:
         print_json(summary)
+        return
+    click.echo(f"{request.label} at {request.resolution}px: {res.wanted} op keys, {res.skipped} already in "
+               f"{dev.name}'s latency tables (skipped)")
+    if res.table is None or (not res.measured and not res.resumed and not calibrate):
+        click.echo("nothing to measure" + (f"; {res.path} unchanged" if res.path else ""))
     else:
         click.echo(f"wrote {res.path}: {len(res.table)} entries ({len(res.measured)} measured now, "
                    f"{res.resumed} from the journal) in {res.seconds:.1f} s")
-        if res.remeasured:
-            click.echo(f"re-measured once (inversion or high spread): {len(res.remeasured)} op(s)")
-        for line in (res.check.lines() if res.check else []):
-            click.echo(f"  check: {line}")
-        for line in (sum_check.lines() if sum_check else []):
-            click.echo(line)
+    if res.remeasured:
+        click.echo(f"re-measured once (inversion or high spread): {len(res.remeasured)} op(s)")
+    for line in (res.check.lines() if res.check else []):
+        click.echo(f"  check: {line}")
+    for line in (sum_check.lines() if sum_check else []):
+        click.echo(line)
 
 
 @main.command("predict")
@@ -112,23 +164,55 @@ def profile_cmd(device, space, resolution, out, limit, repeats, warmup, calibrat
 @strict_option
 @click.option("--target", required=True, help="Device name or alias (pixel1, pixel, host, ...).")
 @click.option("--table", "table_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Use this table (checked against the target and resolution).")
+              help="Use only this table (checked against the target and resolution) instead of the device's "
+                   "key store.")
 @click.option("--fallback", is_flag=True, help="Price missing keys by the nearest key scaled by MACs (reported).")
+@click.option("--no-profile", "no_profile", is_flag=True,
+              help="On a device with a local runner (host), refuse to measure missing keys first; fail with the "
+                   "hwnas profile command instead.")
+@click.option("--measure", is_flag=True,
+              help="Also measure the whole model end to end on the target (same runner, warm-up and repeats as "
+                   "its tables) and print the prediction's error.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: latency_ms, energy_mj, per_block, provenance, ...")
-def predict_cmd(arch, width, resolution, target, table_path, fallback, as_json) -> None:
-    """Predict the latency (ms) and energy (mJ) of ARCH on a device, block by block."""
-    from hwnas.latency.predict import load_predictor, predict
+def predict_cmd(arch, width, resolution, target, table_path, fallback, no_profile, measure, as_json) -> None:
+    """Predict the latency (ms) and energy (mJ) of ARCH on a device, block by block.
+
+    Keys are looked up in the device's key store (all its tables; the source column names the table of
+    each block). On a device with a local runner (host), keys no table holds are measured first and kept
+    in a new table under $HWNAS_HOME/latency_tables (--no-profile refuses); elsewhere the error names the
+    hwnas profile command that measures them.
+    """
+    from hwnas.latency.devices import get_device
+    from hwnas.latency.predict import load_predictor
     from hwnas.zoo import load_arch
 
     a = load_arch(arch, width=width, resolution=resolution)
+    dev = get_device(target)
     if table_path:
-        pred = load_predictor(target, resolution=a.resolution, table=table_path, fallback=fallback).predict(a)
+        predictor = load_predictor(dev, resolution=a.resolution, table=table_path, fallback=fallback)
     else:
-        pred = predict(a, target, fallback=fallback)
+        if not fallback:
+            from hwnas.profile.run import arch_request, ensure_keys
+
+            opts = "".join(f" --{n} {v:g}" for n, v in (("resolution", resolution), ("width", width)) if v is not None)
+            ensure_keys(dev, arch_request(a), command=f"hwnas profile --device {dev.name} --arch '{arch}'{opts}",
+                        allow_profile=not no_profile, progress=not as_json, what=f"'{a.name or arch}'",
+                        say=(lambda s: None) if as_json else (lambda s: click.echo(s, err=True)))
+        predictor = load_predictor(dev, fallback=fallback)
+        for msg in predictor.store.skipped:
+            click.echo(f"hwnas: warning: skipped {msg}", err=True)
+    pred = predictor.predict(a)
+    report = None
+    if measure:
+        from hwnas.profile.run import measurable, measure_model, measurement_report
+
+        why = measurable(dev)
+        m = None if why else measure_model(dev, arch=a)
+        report = measurement_report(dev, pred.latency_ms, m, note=why)
     if as_json:
         print_json({"arch": a.name or arch, "resolution": a.resolution, "width": a.width_multiplier,
-                    **pred.to_dict()})
+                    **pred.to_dict(), **(report or {})})
         return
     print_table(f"{a.name or 'arch'} @ {a.resolution}px, width {a.width_multiplier:g} on {pred.device}",
                 ["layer", "op key", "ms", "mJ", "source"],
@@ -143,13 +227,25 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, as_json) 
     for w in pred.warnings:
         click.echo(f"hwnas: warning: {w}", err=True)
     if pred.calibration:
-        click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms")
+        where = f" (from {pred.calibration['table']})" if pred.calibration.get("table") else ""
+        click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms"
+                   f"{where}")
     if pred.fallback:
         click.echo(f"fallback used for {len(pred.fallback)} key(s): {', '.join(pred.fallback)}")
         click.echo(f"share of the total priced by fallback: {100 * pred.fallback_share:.0f} %")
         if pred.fallback_warning():
             click.echo(f"hwnas: warning: {pred.fallback_warning()}", err=True)
     click.echo(f"provenance: {pred.provenance}")
+    if report is not None:
+        click.echo(_measured_line(pred.latency_ms, report))
+
+
+def _measured_line(predicted_ms: float, r: dict) -> str:
+    if r["measured_latency_ms"] is None:
+        return r["measurement_note"]
+    return (f"measured {r['measured_latency_ms']:.3f} ms (p10 {r['measured_p10_ms']:.3f}, p90 "
+            f"{r['measured_p90_ms']:.3f}, {r['measured_samples']} runs); predicted {predicted_ms:.3f} ms is "
+            f"{r['prediction_error_pct']:+.1f} % off")
 
 
 @main.group("table")

@@ -82,11 +82,15 @@ def _stdout_to_stderr(active: bool):
 @click.option("--recipe", default=None,
               help="Hyperparameter preset for a real search (explicit options win): proxyless-imagenet, "
                    "proxyless-imagenet100, fbnet-imagenet100; see docs/search-at-scale.md.")
+@click.option("--no-profile", "no_profile", is_flag=True,
+              help="Refuse to measure missing op keys first (on a device with a local runner, e.g. host); fail "
+                   "with the hwnas profile command instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the summary table.")
 @click.option("--quiet", is_flag=True, help="No progress bars or status lines.")
 def search_cmd(target, space, method, latency_ms, data, resolution, width, epochs, warmup_epochs, steps_per_epoch,
                batch_size, final_epochs, final, lr, arch_lr, objective, hard, quantize, samples, seed, threads,
-               workers, augment, data_limit, max_seconds, out, resume, extra, recipe, as_json, quiet) -> None:
+               workers, augment, data_limit, max_seconds, out, resume, extra, recipe, no_profile, as_json,
+               quiet) -> None:
     """Search an architecture for TARGET, train it, export a .tflite and report.
 
     Writes a run folder with config.yaml, history.jsonl, checkpoints/, arch.yaml, model.pt,
@@ -120,7 +124,7 @@ def search_cmd(target, space, method, latency_ms, data, resolution, width, epoch
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, final_epochs=final_epochs, final=final,
                        lr=lr, arch_lr=arch_lr, objective=objective, hard=hard, quantize=quantize, samples=samples,
                        seed=seed, threads=threads, workers=workers, augment=augment, data_limit=data_limit,
-                       max_seconds=max_seconds, out=out,
+                       max_seconds=max_seconds, out=out, profile=not no_profile,
                        options=options)
     for key, value in preset.items():
         if not (key == "final_lr" and cfg.final_lr is not None):

@@ -154,6 +154,19 @@ class KeyStore:
     def measured(self) -> bool:
         return any(not t.meta.estimated for t in self.tables)
 
+    def as_table(self) -> LatencyTable:
+        """The winning entries as one in-memory :class:`LatencyTable` (meta of the first table; for checks
+        that read a table, e.g. :func:`hwnas.profile.check.check_per_op_sum`).
+
+        Raises:
+            TableError: the store is empty.
+        """
+        if not self.tables:
+            from hwnas.errors import TableError
+
+            raise TableError(f"no latency table of device '{self.device.name}'")
+        return LatencyTable(self.tables[0].meta.model_copy(), {k: h.entry for k, h in self._index.items()})
+
     def describe(self) -> str:
         """One line: how many keys from which tables, in precedence order."""
         if not self.tables:

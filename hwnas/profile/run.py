@@ -348,84 +348,291 @@ def recheck(entries: dict[str, Entry], keys: Iterable[OpKey], builder: Builder, 
 # ---------------------------------------------------------------------- pipeline
 @dataclass
 class ProfileResult:
-    table: LatencyTable
-    path: Path
-    journal: Path
+    """What a profile did: the table written (None when the store already held every wanted key), its
+    path, the journal, the keys measured now, how many came from the journal, what the consistency
+    check still finds and which ops it re-measured, how many wanted keys the store already held
+    (``skipped``) and how many keys were asked for (``wanted``)."""
+
+    table: LatencyTable | None
+    path: Path | None
+    journal: Path | None
     measured: list[str]
     resumed: int
     seconds: float
     check: Any = None  # hwnas.latency.table.TableCheck: what the consistency check still finds
     remeasured: list[str] = field(default_factory=list)
+    skipped: int = 0
+    wanted: int = 0
 
 
-def default_out(device: Device, space: str, resolution: int) -> Path:
+# ---------------------------------------------------------------------- which keys
+@dataclass(frozen=True)
+class KeyRequest:
+    """The op keys a profile measures, with a ``label`` naming them (table file name and the table's
+    ``space`` field), the input ``resolution``, and the space or architecture they came from (for
+    calibration members)."""
+
+    keys: list[OpKey]
+    label: str
+    resolution: int
+    space: Any = None
+    arch: Any = None
+
+
+def space_label(space) -> str:
+    """``mobilenetv2`` for the defaults (width 1, 3 channels, 1000 classes), else e.g.
+    ``mobilenetv2-w0.5-c1-k10`` (width, input channels, classes)."""
+    label = space.name
+    if space.width_multiplier != 1.0:
+        label += f"-w{space.width_multiplier:g}"
+    if space.in_channels != 3:
+        label += f"-c{space.in_channels}"
+    if space.num_classes != 1000:
+        label += f"-k{space.num_classes}"
+    return label
+
+
+def _unique(keys: Iterable[OpKey]) -> list[OpKey]:
+    seen: set[str] = set()
+    out = []
+    for k in keys:
+        if str(k) not in seen:
+            seen.add(str(k))
+            out.append(k)
+    return out
+
+
+def space_request(space, *, reference: bool = False) -> KeyRequest:
+    """Every op key of ``space`` (sorted), then, with ``reference``, the keys of the zoo MobileNetV2 at
+    the space's width/resolution/channels/classes that only it places: the architecture whose
+    latency ``hwnas search`` uses as its default budget (:func:`hwnas.search.pipeline.reference_arch`)."""
+    from hwnas.opkey import arch_op_keys
+
+    keys = list(space.op_keys())
+    if reference:
+        from hwnas.search.pipeline import reference_arch
+
+        keys += [k for _, k in arch_op_keys(reference_arch(space))]
+    return KeyRequest(_unique(keys), space_label(space), space.resolution, space=space)
+
+
+def arch_request(arch) -> KeyRequest:
+    """The op keys of one architecture, in layer order."""
+    import hashlib
+
+    from hwnas.opkey import arch_op_keys
+
+    digest = hashlib.sha1(arch.to_compact().encode()).hexdigest()[:8]
+    name = "".join(c if c.isalnum() or c in "-." else "-" for c in (arch.name or "arch"))
+    return KeyRequest(_unique(k for _, k in arch_op_keys(arch)), f"arch-{name}-{digest}", arch.resolution, arch=arch)
+
+
+def search_space_of(space: str, *, resolution: int, width: float, data: str | None = None,
+                    in_channels: int | None = None, classes: int | None = None):
+    """The space ``hwnas search`` builds from the same options: ``in_channels``/``classes`` default to
+    those of ``data`` (loaded once, nothing downloaded). Raises what :func:`resolve_space` and
+    :func:`hwnas.search.data.load_data` raise."""
+    from hwnas.spaces import resolve_space
+
+    if in_channels is None or classes is None:
+        from hwnas.search.data import load_data
+
+        bundle = load_data(data or "mnist5k", resolution=resolution, limit=64)
+        in_channels = bundle.in_channels if in_channels is None else in_channels
+        classes = bundle.num_classes if classes is None else classes
+    return resolve_space(space, resolution=resolution, width=width, in_channels=in_channels, classes=classes)
+
+
+def run_request(run: str | Path) -> KeyRequest:
+    """The keys a search run needs: its space (as :func:`space_request` with the reference when the run
+    had no explicit budget), from the run folder's ``config.yaml``.
+
+    Raises:
+        ConfigError: no run folder / config there.
+    """
+    from hwnas.spaces import resolve_space
+
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run}: not a search run folder (no config.yaml)")
+    from hwnas.io import load_structured
+
+    conf = load_structured(path)
+    cfg = conf.get("search") if isinstance(conf, dict) else None
+    if not isinstance(cfg, dict) or "space" not in cfg:
+        raise ConfigError(f"{path}: no 'search' section with 'space'")
+    spec = conf.get("space_spec")
+    if isinstance(spec, dict):
+        sp = resolve_space(spec["name"], resolution=spec["resolution"], width=spec["width"],
+                           in_channels=spec["in_channels"], classes=spec["classes"])
+    else:  # runs written before space_spec was recorded
+        sp = search_space_of(cfg["space"], resolution=cfg.get("resolution", 32), width=cfg.get("width", 0.5),
+                             data=cfg.get("data"))
+    return space_request(sp, reference=cfg.get("latency_ms") is None)
+
+
+# A rough guide only, for the message before profiling (never reported as a figure): building,
+# converting and timing one op took about 4 s on the project's 2-core x86 machine (75 ops in 4.8 min,
+# latency_tables/host-mobilenetv2-224.yaml's notes), at the host's 5 warm-up + 30 timed runs.
+ROUGH_SECONDS_PER_OP = 4.0
+
+
+def rough_seconds(device: Device, n_keys: int) -> float:
+    """Rough wall time to profile ``n_keys`` ops on ``device`` (see ``ROUGH_SECONDS_PER_OP``)."""
+    return n_keys * ROUGH_SECONDS_PER_OP * max(1.0, (device.warmup + device.repeats) / 35)
+
+
+def has_local_runner(device: Device) -> bool:
+    """Whether hwnas can measure on ``device`` from here without anything to connect (``transport: local``:
+    the host with LiteRT or TVM). adb phones and RPC boards are profiled only when asked."""
+    return device.transport.kind == "local"
+
+
+def profile_command(device: Device, space) -> str:
+    """The ``hwnas profile`` command that measures what a search over ``space`` needs."""
+    return (f"hwnas profile --device {device.name} --space {space.name} --resolution {space.resolution} "
+            f"--width {space.width_multiplier:g} --in-channels {space.in_channels} --classes {space.num_classes}")
+
+
+def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_profile: bool = True,
+                say: Callable[[str], None] = lambda s: None, progress: bool = False,
+                what: str | None = None) -> ProfileResult | None:
+    """Make the device's key store price every key of ``request`` before a search or prediction.
+
+    Keys neither the store nor the device's cost model price are measured first on a device with a
+    local runner (:func:`has_local_runner`), after saying how many and roughly how long; otherwise,
+    or with ``allow_profile=False`` (``--no-profile``), a :class:`~hwnas.latency.store.MissingKeysError`
+    names them and ``command``, the ``hwnas profile`` command that measures them.
+
+    Returns:
+        the :class:`ProfileResult` of the measurement, or None when nothing was missing.
+    """
+    from hwnas.latency.predict import Predictor
+    from hwnas.latency.store import KeyStore
+
+    store = KeyStore.for_device(device)
+    missing = Predictor(device, store=store).missing(request.keys)
+    if not missing:
+        return None
+    what = what or request.label
+    if not (allow_profile and has_local_runner(device)):
+        why = "--no-profile was given" if has_local_runner(device) else \
+            f"'{device.name}' has no local runner ({device.transport.kind}): profile it by hand"
+        raise store.missing_error(missing, what=f"{what} ({why})", command=command)
+    say(f"{len(missing)} of the {len(request.keys)} op keys of {what} are not in {device.name}'s latency tables; "
+        f"measuring them first (roughly {rough_seconds(device, len(missing)) / 60:.1f} min; --no-profile "
+        f"refuses). Same as: {command}")
+    res = profile(device, request=request, keys=missing, store=store, progress=progress)
+    say(f"wrote {res.path}: {len(res.measured)} op(s) measured in {res.seconds:.0f} s")
+    return res
+
+
+def default_out(device: Device, label: str, resolution: int) -> Path:
     from hwnas.latency.table import table_filename, user_table_dir
 
-    return user_table_dir() / table_filename(device.name, space, resolution)
+    return user_table_dir() / table_filename(device.name, label, resolution)
 
 
-def profile(device: str | Device, space: str, resolution: int, *, out: str | Path | None = None,
-            builder: Builder | None = None, runner: Runner | None = None, keys: Iterable[OpKey | str] | None = None,
-            limit: int | None = None, repeats: int | None = None, warmup: int | None = None, calibrate: int = 0,
-            seed: int = 0, progress: bool = True, transport=None,
+def profile(device: str | Device, space: str | None = None, resolution: int | None = None, *,
+            width: float = 1.0, in_channels: int = 3, classes: int = 1000, arch=None, request: KeyRequest | None = None,
+            reference: bool = False, only_missing: bool = True, store=None,
+            out: str | Path | None = None, builder: Builder | None = None, runner: Runner | None = None,
+            keys: Iterable[OpKey | str] | None = None, limit: int | None = None, repeats: int | None = None,
+            warmup: int | None = None, calibrate: int = 0, seed: int = 0, progress: bool = True, transport=None,
             on_measured: Callable[[OpKey, Measurement], None] | None = None) -> ProfileResult:
-    """Measure every op key of ``space`` at ``resolution`` on ``device`` and write a table.
+    """Measure the op keys of a space, an architecture or a request on ``device`` that its key store lacks,
+    and write them as one table.
 
     Args:
         device: name/alias or :class:`Device`.
-        space: space name (``get_space``).
-        resolution: input resolution.
-        out: table path (default ``~/.hwnas/latency_tables/<device>-<space>-<res>.yaml``); the journal
-            is ``<out>.journal.jsonl``.
+        space, resolution, width, in_channels, classes: the space (:func:`hwnas.spaces.resolve_space`,
+            names literal) whose keys are wanted; ``reference`` adds the keys of the MobileNetV2 a search
+            prices for its default budget (:func:`space_request`).
+        arch: an :class:`~hwnas.arch.ArchSpec` instead: only its keys. ``request``: a ready
+            :class:`KeyRequest` (e.g. :func:`run_request`).
+        only_missing: measure only keys the device's :class:`~hwnas.latency.store.KeyStore` (``store``,
+            default the device's tables on the table path) and the ``out`` table lack; ``False``
+            re-measures every wanted key.
+        out: table path (default ``$HWNAS_HOME/latency_tables/<device>-<label>-<res>.yaml``, the label
+            naming the space and any non-default width/channels/classes); the journal is
+            ``<out>.journal.jsonl``. Entries already in ``out`` are kept.
         builder, runner: override the defaults for the device (swappable components).
-        keys: measure only these keys (a slice of the space); ``limit``: only the first N keys.
+        keys: measure only these of the wanted keys (a slice); ``limit``: at most N keys to measure.
         repeats, warmup: override the device's counts.
-        calibrate: measure this many random members end to end and fit the calibration.
+        calibrate: measure this many random members (or the ``arch``) end to end and fit the calibration.
         on_measured: callback after each op is journalled (tests use it to inject interruptions).
 
+    After measuring, the new entries pass the consistency check (:func:`recheck`: offenders re-measured
+    once, what remains listed in the table's notes and ``ProfileResult.check``).
+
     Returns:
-        :class:`ProfileResult` with the table, its path, the keys measured in this run and how many
-        were taken from the journal.
+        :class:`ProfileResult`; ``table`` is None when the store already held every wanted key.
 
     Raises:
-        TableError: a journal for another device/space/resolution at the same path.
+        TableError: a journal for another device/label/resolution at the same path; ``keys`` outside the
+        wanted keys. ConfigError: neither space, arch nor request.
     """
-    from hwnas.spaces import get_space
+    from hwnas.latency.store import KeyStore
+    from hwnas.spaces import resolve_space
 
     t0 = time.perf_counter()
     dev = get_device(device)
     overrides = {k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None}
     if overrides:
         dev = dev.model_copy(update=overrides)
-    sp = get_space(space, resolution=resolution)
-    all_keys = sp.op_keys(resolution)
+    if request is None:
+        if arch is not None:
+            request = arch_request(arch)
+        elif space is not None:
+            request = space_request(resolve_space(space, resolution=resolution, width=width, in_channels=in_channels,
+                                                  classes=classes), reference=reference)
+        else:
+            raise ConfigError("profile needs a space, an architecture or a run (--space, --arch or --from-run)")
+    label, resolution = request.label, request.resolution
+    all_keys = list(request.keys)
     if keys is not None:
         wanted = {str(k) for k in keys}
         unknown = wanted - {str(k) for k in all_keys}
         if unknown:
-            raise TableError(f"keys not in space {sp.name} at {resolution}: {', '.join(sorted(unknown)[:3])}")
+            raise TableError(f"keys not among the {len(all_keys)} keys of {label} at {resolution}: "
+                             f"{', '.join(sorted(unknown)[:3])}")
         all_keys = [k for k in all_keys if str(k) in wanted]
+    out = Path(out) if out else default_out(dev, label, resolution)
+    existing = LatencyTable.load(out) if out.exists() else None
+    skipped = 0
+    if only_missing:
+        store = store if store is not None else KeyStore.for_device(dev)
+        have = set(existing.entries) if existing is not None else set()
+        known = {str(k) for k in all_keys if str(k) in store or str(k) in have}
+        skipped = len(known)
+        all_keys = [k for k in all_keys if str(k) not in known]
+    else:
+        store = None
     if limit is not None:
         all_keys = all_keys[:limit]
-    out = Path(out) if out else default_out(dev, sp.name, resolution)
+    if not all_keys and not calibrate:  # the store holds every wanted key: nothing to write
+        return ProfileResult(existing, out if existing is not None else None, None, [], 0, time.perf_counter() - t0,
+                             skipped=skipped, wanted=len(request.keys))
     runner = runner or make_runner(dev, transport)
     builder = builder or make_builder(dev)
     journal = Journal(out.with_name(out.name + ".journal.jsonl"),
-                      {"device": dev.name, "space": sp.name, "resolution": int(resolution), "backend": dev.backend,
+                      {"device": dev.name, "space": label, "resolution": int(resolution), "backend": dev.backend,
                        "env": journal_environment(dev)})
     resumed = sum(1 for k in all_keys if str(k) in journal.records)
     todo = [k for k in all_keys if str(k) not in journal.records]
     try:  # the runner's session (adb, RPC) is closed whatever happens
-        result = _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, out, progress,
+        result = _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, existing, store, progress,
                               on_measured, calibrate, seed)
     finally:
         runner.close()
     table, measured, check, remeasured = result
-    return ProfileResult(table, out, journal.path, measured, resumed, time.perf_counter() - t0, check, remeasured)
+    return ProfileResult(table, out, journal.path, measured, resumed, time.perf_counter() - t0, check, remeasured,
+                         skipped, len(request.keys))
 
 
-def _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, out, progress, on_measured,
+def _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, existing, store, progress, on_measured,
                  calibrate, seed):
+    label, resolution, sp = request.label, request.resolution, request.space
     prepare = getattr(runner, "prepare", None)
     if prepare is not None and any(k.kind != "skip" for k in todo):
         prepare()  # fail fast (no adb, no RPC server) before building anything
@@ -434,7 +641,7 @@ def _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, 
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"profile {dev.name}/{sp.name}@{resolution}", unit="op")
+        bar = tqdm(total=len(todo), desc=f"profile {dev.name}/{label}@{resolution}", unit="op")
     try:
         for key in todo:
             m = measure_key(key, builder, runner, dev)
@@ -451,7 +658,10 @@ def _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, 
     tuned = getattr(runner, "tuned", None) if dev.backend == "tvm" else None
     provenance = "measured" if tuned is not False else "measured: untuned TVM schedules (not a latency model of " \
                                                        "the device's best code)"
-    meta = TableMeta(device=dev.name, space=sp.name, resolutions=[int(resolution)], backend=dev.backend,
+    # the table's `space` names a registered space where there is one (its width/channels/classes are in
+    # the keys and the file name), else the label (an architecture's keys)
+    meta = TableMeta(device=dev.name, space=sp.name if sp is not None else label, resolutions=[int(resolution)],
+                     backend=dev.backend,
                      backend_version=runner.version(), threads=dev.threads, governor=env.get("governor"),
                      frequency_khz=env.get("frequency_khz"), affinity=env.get("affinity"), date=now_iso(),
                      hwnas_version=__version__, provenance=provenance, machine=env.get("machine"), tuned=tuned,
@@ -463,21 +673,78 @@ def _measure_all(dev, sp, resolution, all_keys, todo, builder, runner, journal, 
     if check:
         meta.notes += (f"; consistency check (after re-measuring {len(remeasured)} op(s) once): "
                        + "; ".join(check.lines()))
-    table = LatencyTable(meta, entries)
+    merged = dict(existing.entries) if existing is not None else {}  # entries already in `out` are kept
+    merged.update(entries)
+    table = LatencyTable(meta, merged, existing.calibration if existing is not None else None)
     if calibrate:
         from hwnas.latency.predict import fit_calibration
 
         rng = random.Random(seed)
         points = []
         for i in range(calibrate):
-            arch = sp.decode(sp.sample(rng))
-            m = runner.measure(builder.build_arch(arch))
-            points.append((f"member{i}", arch, m.median_ms))
-        fit_calibration(table, points)
+            member = sp.decode(sp.sample(rng)) if sp is not None else request.arch
+            m = runner.measure(builder.build_arch(member))
+            points.append((f"member{i}", member, m.median_ms))
+        fit_calibration(table, points, store=store)
     table.save(out)
     return table, measured, check, remeasured
 
 
+def measurable(device: Device, *, tflite: bool = False) -> str | None:
+    """Why hwnas cannot measure a whole model on ``device`` from here (None when it can): estimated
+    devices and devices without a local runner are not measured; an exported ``.tflite`` (``tflite``)
+    needs a LiteRT device."""
+    if not has_local_runner(device):
+        kind = "an estimated-only target (cost model)" if device.estimated else \
+            f"reached over {device.transport.kind}, which hwnas does not drive unasked"
+        return f"nothing was measured: '{device.name}' is {kind}"
+    if tflite and device.backend != "tflite":
+        return f"nothing was measured: '{device.name}' runs {device.backend}, not the exported .tflite"
+    return None
+
+
+def measure_model(device: Device, *, arch=None, path: str | Path | None = None, runner: Runner | None = None,
+                  builder: Builder | None = None) -> Measurement:
+    """End-to-end latency of one whole model on ``device`` with the same runner, warm-up and repeats as
+    its tables: an exported ``.tflite`` (``path``) or ``arch`` built as the profiler builds its
+    calibration members. Median/p10/p90 in ms over ``device.repeats`` runs.
+
+    Raises:
+        ConfigError: :func:`measurable` says no (estimated or remote-only device) or neither input given.
+    """
+    why = measurable(device, tflite=path is not None)
+    if why is not None:
+        raise ConfigError(why)
+    runner = runner or make_runner(device)
+    try:
+        if path is not None:
+            return runner.measure(Artifact(path=Path(path)))
+        if arch is None:
+            raise ConfigError("measure_model needs an architecture or a .tflite path")
+        return runner.measure((builder or make_builder(device)).build_arch(arch))
+    finally:
+        runner.close()
+
+
+def measurement_report(device: Device, predicted_ms: float, m: Measurement | None, *, budget_ms: float | None = None,
+                       note: str | None = None) -> dict[str, Any]:
+    """The fields written next to a prediction: ``measured_latency_ms`` (median), its spread
+    (``measured_p10_ms``, ``measured_p90_ms``, ``measured_samples``), ``prediction_error_pct``
+    (100·(predicted − measured)/measured) and, with a budget, ``within_budget_measured``. Without a
+    measurement the fields are None and ``measurement_note`` says why."""
+    if m is None:
+        out = {"measured_latency_ms": None, "measured_p10_ms": None, "measured_p90_ms": None,
+               "measured_samples": 0, "prediction_error_pct": None, "measurement_note": note}
+        if budget_ms is not None:
+            out["within_budget_measured"] = None
+        return out
+    out = {"measured_latency_ms": m.median_ms, "measured_p10_ms": m.p10_ms, "measured_p90_ms": m.p90_ms,
+           "measured_samples": m.samples, "prediction_error_pct": 100 * (predicted_ms - m.median_ms) / m.median_ms,
+           "measurement_note": f"{device.name}: warm-up {device.warmup}, {device.repeats} timed runs, "
+                               f"{device.threads} thread(s), as its tables"}
+    if budget_ms is not None:
+        out["within_budget_measured"] = bool(m.median_ms <= budget_ms * (1 + 1e-9))
+    return out
 
 
 def _environment(dev: Device, runner) -> dict[str, Any]:
@@ -489,4 +756,6 @@ def _environment(dev: Device, runner) -> dict[str, Any]:
 
 __all__ = ["Artifact", "Measurement", "summarize", "Builder", "Runner", "TFLiteOpBuilder", "make_builder",
            "make_runner", "Journal", "ProfileResult", "profile", "default_out", "measure_key", "recheck",
-           "journal_environment", "MeasurementError"]
+           "journal_environment", "MeasurementError", "KeyRequest", "space_request", "arch_request", "run_request",
+           "search_space_of", "space_label", "rough_seconds", "has_local_runner", "profile_command", "ensure_keys",
+           "measurable", "measure_model", "measurement_report"]

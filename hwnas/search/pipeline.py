@@ -67,6 +67,7 @@ class SearchConfig:
     samples: int = 100                 # sample-based searchers (mnasnet/evolution/random)
     max_seconds: float | None = None
     out: str | None = None
+    profile: bool = True               # measure missing op keys first on a device with a local runner
     options: dict[str, Any] = field(default_factory=dict)  # extra searcher options
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,15 +123,21 @@ def space_bounds(predictor, space, samples: int = 256) -> tuple[tuple[float, flo
     return (min(lats), max(lats)), f"sampled ({samples} members)"
 
 
-def reference_latency(predictor, space, data) -> float:
-    """Predicted latency of the zoo MobileNetV2 at the space's width/resolution/classes/channels."""
+def reference_arch(space):
+    """The zoo MobileNetV2 at the space's width, resolution, input channels and classes (the default budget's
+    reference)."""
     from dataclasses import replace
 
     from hwnas.zoo import zoo_arch
 
     arch = zoo_arch("mobilenetv2").with_width(space.width_multiplier).with_resolution(space.resolution)
-    arch = arch.with_classes(data.num_classes, data.in_channels)
-    return predictor.predict(replace(arch, name="mobilenetv2")).latency_ms
+    return replace(arch.with_classes(space.num_classes, space.in_channels), name="mobilenetv2")
+
+
+def reference_latency(predictor, space, data=None) -> float:
+    """Predicted latency of :func:`reference_arch` (``data`` is unused: the space carries its channels and
+    classes)."""
+    return predictor.predict(reference_arch(space)).latency_ms
 
 
 def _default_out(cfg: SearchConfig) -> Path:
@@ -259,7 +266,13 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     if method in DIFFERENTIABLE and not hasattr(space, "slots"):
         raise SearchError(f"--method {method} needs a layer-wise space (mobilenetv2, fbnet and their -cifar "
                           f"variants); space '{space.name}' is stage-wise: use --method mnasnet|evolution|random")
-    predictor = load_predictor(device, space=space.name, resolution=space.resolution)
+    from hwnas.profile.run import ensure_keys, profile_command, space_request
+
+    # missing op keys: measured first on a device with a local runner, else the command that adds them
+    ensure_keys(device, space_request(space, reference=cfg.latency_ms is None),
+                command=profile_command(device, space), allow_profile=cfg.profile, say=say,
+                progress=bool(progress), what=f"space {space.name} at {space.resolution}px")
+    predictor = load_predictor(device)
     (lo, hi), bounds_how = space_bounds(predictor, space)
     budget_ms, budget_source = cfg.latency_ms, "--latency-ms"
     if budget_ms is None:
@@ -309,6 +322,9 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
 
         run.write_config({"search": cfg.to_dict(), "hwnas_version": __version__, "device": device.name,
                           "latency_provenance": predictor.provenance, "space": space.name,
+                          "space_spec": {"name": space.name, "resolution": space.resolution,
+                                         "width": space.width_multiplier, "in_channels": space.in_channels,
+                                         "classes": space.num_classes},
                           "space_size": float(space.size), "latency_range_ms": [lo, hi],
                           "latency_range_how": bounds_how, "latency_budget_ms": budget_ms,
                           "latency_budget_source": budget_source, "objective": objective.to_dict(),
@@ -390,6 +406,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
 
     # -- report ----------------------------------------------------------------------------------
     pred = predictor.predict(arch)
+    measured = measure_export(device, run.model_tflite, pred.latency_ms, budget_ms, say)
     cost = count(arch)
     plots = make_plots(run, budget_ms, result)
     result_dict = {
@@ -405,6 +422,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         "latency_range_ms": [lo, hi],
         "latency_provenance": predictor.provenance,
         "within_budget": pred.latency_ms <= budget_ms * (1 + 1e-9),
+        **measured,
         "params": cost.params,
         "macs": cost.macs,
         "search_val_accuracy": None if best_eval is None else best_eval.accuracy,
@@ -436,6 +454,27 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     result_dict["search_extra"] = extra
     run.write_result(result_dict)
     return result_dict
+
+
+def measure_export(device, path: Path, predicted_ms: float, budget_ms: float,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """Close the loop: time the exported ``.tflite`` end to end on the target when hwnas can run it
+    (:func:`hwnas.profile.run.measurable`: same runner, warm-up and repeats as the target's tables) and
+    return :func:`hwnas.profile.run.measurement_report`'s fields (``measured_latency_ms``, its spread,
+    ``prediction_error_pct``, ``within_budget_measured``); on other targets the fields are None and
+    ``measurement_note`` says that nothing was measured."""
+    from hwnas.profile.run import measurable, measure_model, measurement_report
+
+    why = measurable(device, tflite=True)
+    if why is not None:
+        say(why)
+        return measurement_report(device, predicted_ms, None, budget_ms=budget_ms, note=why)
+    say(f"measuring {path.name} on {device.name} end to end")
+    m = measure_model(device, path=path)
+    rep = measurement_report(device, predicted_ms, m, budget_ms=budget_ms)
+    say(f"measured {m.median_ms:.3f} ms (p10 {m.p10_ms:.3f}, p90 {m.p90_ms:.3f}); predicted {predicted_ms:.3f} ms "
+        f"is {rep['prediction_error_pct']:+.1f} % off")
+    return rep
 
 
 def _jsonable(v: Any) -> bool:
@@ -556,6 +595,14 @@ def make_plots(run, budget_ms: float | None, result) -> list[Path]:
     return out
 
 
+def _measured_summary(res: dict[str, Any]) -> str:
+    if res.get("measured_latency_ms") is None:
+        return res.get("measurement_note") or "nothing was measured"
+    ok = "within" if res.get("within_budget_measured") else "over"
+    return (f"{res['measured_latency_ms']:.3f} ms (p10 {res['measured_p10_ms']:.3f}, p90 {res['measured_p90_ms']:.3f}; "
+            f"{ok} budget); prediction error {res['prediction_error_pct']:+.1f} %")
+
+
 def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     """``(field, value)`` rows of the final summary table."""
     def pct(v):
@@ -567,6 +614,7 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("arch", res["arch"]),
         ("predicted latency", f"{res['predicted_latency_ms']:.3f} ms (budget {res['latency_budget_ms']:.3f} ms, "
                               f"space {res['latency_range_ms'][0]:.3f}–{res['latency_range_ms'][1]:.3f} ms)"),
+        ("measured latency", _measured_summary(res)),
         ("params / MACs", f"{res['params'] / 1e6:.3f} M / {res['macs'] / 1e6:.2f} M"),
         ("test accuracy (PyTorch)", pct(res["test_accuracy"])),
         ("test accuracy (.tflite)", pct(res["tflite_test_accuracy"])),
@@ -578,5 +626,6 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-__all__ = ["SearchConfig", "run_search", "make_space", "space_bounds", "reference_latency", "export_tflite",
+__all__ = ["SearchConfig", "run_search", "make_space", "space_bounds", "reference_arch", "reference_latency",
+           "export_tflite",
            "make_plots", "summary_rows"]
