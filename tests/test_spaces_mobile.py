@@ -92,7 +92,7 @@ def test_efficientnetv2_space_contains_b0_and_fuses_early_stages():
 def test_new_spaces_are_layerwise_for_the_supernets():
     """Depth is a skip candidate on the optional layers, so the spaces expose supernet slots."""
     for name in ("mobilenetv3", "efficientnetv2"):
-        space = get_space(name, resolution=32)
+        space = get_space(f"{name}-cifar", resolution=32)  # names are literal: -cifar only when asked
         assert space.name == f"{name}-cifar"
         firsts = [s for s in space.slots if s.name.endswith("layer0")]
         assert all("skip" not in s.candidates for s in firsts)
@@ -129,7 +129,7 @@ def test_members_export_without_stray_ops(name):
     from hwnas.export.onnx import onnx_bytes, run_onnx
     from hwnas.export.tflite import convert, expected_suspect_ops, lint, run_tflite
 
-    space = get_space(name, resolution=32, num_classes=10)
+    space = get_space(f"{name}-cifar", resolution=32, num_classes=10)
     rng = random.Random(7)  # the shallowest depths keep the conversion short; every kind is still placed
     arch = space.decode([s.candidates.index("skip") if "skip" in s.candidates else rng.randrange(len(s.candidates))
                          for s in space.slots])
