@@ -30,8 +30,9 @@ def _own_store(tmp_path, monkeypatch):
 
 
 def _journal_keys(path):
+    """Keys in journal order, without the consistency check's re-measurements of offenders."""
     lines = path.read_text().splitlines()[1:]
-    return [json.loads(line)["key"] for line in lines]
+    return [rec["key"] for rec in map(json.loads, lines) if not rec.get("remeasured")]
 
 
 @pytest.mark.slow

@@ -613,9 +613,12 @@ def profile(device: str | Device, space: str | None = None, resolution: int | No
     if not all_keys and not calibrate:  # the store holds every wanted key: nothing to write
         return ProfileResult(existing, out if existing is not None else None, None, [], 0, time.perf_counter() - t0,
                              skipped=skipped, wanted=len(request.keys))
+    journal_path = out.with_name(out.name + ".journal.jsonl")
+    if existing is not None and _journal_spent(journal_path, existing):
+        journal_path.unlink()  # every record already made it into `out`: a new profile, not a resume
     runner = runner or make_runner(dev, transport)
     builder = builder or make_builder(dev)
-    journal = Journal(out.with_name(out.name + ".journal.jsonl"),
+    journal = Journal(journal_path,
                       {"device": dev.name, "space": label, "resolution": int(resolution), "backend": dev.backend,
                        "env": journal_environment(dev)})
     resumed = sum(1 for k in all_keys if str(k) in journal.records)
@@ -628,6 +631,19 @@ def profile(device: str | Device, space: str | None = None, resolution: int | No
     table, measured, check, remeasured = result
     return ProfileResult(table, out, journal.path, measured, resumed, time.perf_counter() - t0, check, remeasured,
                          skipped, len(request.keys))
+
+
+def _journal_spent(path: Path, table: LatencyTable) -> bool:
+    """Whether the journal at ``path`` holds nothing that ``table`` lacks (its profile finished)."""
+    if not path.exists():
+        return False
+    keys = []
+    for line in path.read_text().splitlines()[1:]:
+        try:
+            keys.append(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return False  # a torn or foreign line: leave it to Journal to judge
+    return all(k in table.entries for k in keys)
 
 
 def _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, existing, store, progress, on_measured,
