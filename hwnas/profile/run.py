@@ -496,7 +496,7 @@ def profile_command(device: Device, space) -> str:
 
 def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_profile: bool = True,
                 say: Callable[[str], None] = lambda s: None, progress: bool = False,
-                what: str | None = None) -> ProfileResult | None:
+                what: str | None = None, why_not: str = "--no-profile was given") -> ProfileResult | None:
     """Make the device's key store price every key of ``request`` before a search or prediction.
 
     Keys neither the store nor the device's cost model price are measured first on a device with a
@@ -518,7 +518,7 @@ def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_prof
         return None
     what = what or request.label
     if not (allow_profile and has_local_runner(device)):
-        why = "--no-profile was given" if has_local_runner(device) else \
+        why = why_not if has_local_runner(device) else \
             f"'{device.name}' has no local runner ({device.transport.kind}): profile it by hand"
         raise store.missing_error(missing, what=f"{what} ({why})", command=command)
     say(f"{len(missing)} of the {len(request.keys)} op keys of {what} are not in {device.name}'s latency tables; "

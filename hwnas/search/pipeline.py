@@ -270,8 +270,9 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
 
     # missing op keys: measured first on a device with a local runner, else the command that adds them
     ensure_keys(device, space_request(space, reference=cfg.latency_ms is None),
-                command=profile_command(device, space), allow_profile=cfg.profile, say=say,
-                progress=bool(progress), what=f"space {space.name} at {space.resolution}px")
+                command=profile_command(device, space), allow_profile=cfg.profile and world == 1, say=say,
+                progress=bool(progress), what=f"space {space.name} at {space.resolution}px",
+                why_not="--no-profile was given" if world == 1 else "not under torchrun: profile first")
     predictor = load_predictor(device)
     (lo, hi), bounds_how = space_bounds(predictor, space)
     budget_ms, budget_source = cfg.latency_ms, "--latency-ms"
