@@ -47,3 +47,20 @@ def test_pareto_front():
     front = pareto_front(items)
     assert [e.arch_compact for e in front] == ["b", "a", "d"]
     assert Evaluated.from_dict(items[0].to_dict()) == items[0]
+
+
+def test_checkpoint_bookkeeping_does_not_reparse_the_history(tmp_path, monkeypatch):
+    """Searchers store ``history_lines()`` in every checkpoint: it must not re-read history.jsonl
+    (that made checkpoint cost grow with the run's length)."""
+    run = RunDir(tmp_path / "r")
+    for i in range(20):
+        run.append_history({"step": i})
+    reads = []
+    original = RunDir.read_history
+    monkeypatch.setattr(RunDir, "read_history", lambda self: reads.append(1) or original(self))
+    for i in range(20, 200):
+        run.append_history({"step": i})
+        assert run.history_lines() == i + 1
+    assert reads == []
+    assert RunDir(tmp_path / "r").history_lines() == 200  # a new RunDir (resume) counts once
+    assert len(reads) == 1

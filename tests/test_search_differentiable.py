@@ -103,3 +103,37 @@ def test_nan_rolls_back_once_then_stops(setup, tmp_path):
     with pytest.raises(NonFiniteError, match="again after rolling back"):
         get_searcher("proxyless", seed=0, arch_every=1, checkpoint_every=2, fault_steps=(5, 6)).run(
             space, obj, data, budget, RunDir(tmp_path / "twice"))
+
+
+ARCH_BUDGET = Budget(epochs=2, warmup_epochs=1, steps_per_epoch=6, batch_size=32)
+
+
+@pytest.mark.parametrize("method", ["fbnet", "proxyless"])
+def test_architecture_steps_move_expected_latency_toward_the_budget(method, setup, tmp_path):
+    """Before any repair: the supernet's expected latency falls toward a tight budget (fails when the
+    architecture optimiser does nothing, e.g. arch_lr=0, where the post-hoc repair alone met budgets)."""
+    obj = _objective(method, setup, 0.1)
+    data, space, *_ = setup
+    res = get_searcher(method, seed=0, arch_every=1, arch_lr=0.1).run(space, obj, data, ARCH_BUDGET, RunDir(tmp_path))
+    conv = res.extra["convergence"]
+    start, end = conv["initial_expected_latency_ms"], conv["expected_latency_before_repair_ms"]
+    assert start > obj.latency_budget_ms
+    # a clear part of the way from the start to the budget within 6 architecture steps (exactly 0 with arch_lr=0)
+    assert end < start - 0.05 * (start - obj.latency_budget_ms), (start, end, obj.latency_budget_ms)
+    assert conv["op_entropy"] < conv["op_entropy_uniform"]
+
+
+def test_derived_architecture_depends_on_the_objective(setup, tmp_path):
+    """The argmax architecture before repair differs between a loose and a tight budget (with the
+    architecture optimiser switched off both are the same random argmax of the initial α). Hard
+    constraint: the soft mul_log form's budget only rescales its gradient, which Adam normalises away."""
+    data, space, pred, table, (lo, hi) = setup
+    derived = {}
+    for frac in (0.9, 0.05):
+        obj = Objective("proxyless", latency_budget_ms=lo + frac * (hi - lo), hard=True, unit_ms=log_unit(lo),
+                        predictor=pred, table=table)
+        res = get_searcher("proxyless", seed=0, arch_every=1, arch_lr=0.1).run(
+            space, obj, data, ARCH_BUDGET, RunDir(tmp_path / str(frac)))
+        derived[frac] = tuple(res.extra["final_choices"])
+    assert derived[0.9] != derived[0.05]
+    assert table.latency(derived[0.05]) < table.latency(derived[0.9])

@@ -61,7 +61,9 @@ def _stdout_to_stderr(active: bool):
               help="proxyless: the loss form, mul_log (default) or add; mnasnet/evolution/random: the costs of "
                    "MnasNet's weighted-product reward, e.g. latency,energy; nsga2: the costs beside accuracy "
                    "(latency, energy, params, macs).")
-@click.option("--hard", is_flag=True, help="Hard latency constraint: no latency pressure below the budget.")
+@click.option("--hard/--soft", default=None,
+              help="Hard latency constraint (no latency pressure below the budget) or the paper's soft one "
+                   "[default: hard for the default proxyless objective, soft otherwise].")
 @click.option("--quantize", type=click.Choice(["int8", "float16"]), default=None, help="Quantize the .tflite.")
 @click.option("--samples", type=int, default=100, show_default=True,
               help="Architectures evaluated by mnasnet/evolution/random/nsga2.")
@@ -72,6 +74,13 @@ def _stdout_to_stderr(active: bool):
 @click.option("--augment", type=click.Choice(["auto", "imagenet", "small"]), default="auto", show_default=True,
               help="Transforms: imagenet (RandomResizedCrop + flip; eval resize/0.875 + centre crop), small "
                    "(pad-crop + flip, for 32-px data); auto: imagenet for imagefolder, else small.")
+@click.option("--device", "train_device", default="auto", show_default=True,
+              help="Where the supernet and the final model train: auto (CUDA when available, else CPU), cpu, "
+                   "cuda, cuda:N or mps. Recorded in result.json.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Training precision: autocast to bf16 (CPU or GPU) or fp16 (CUDA, with loss scaling).")
+@click.option("--force", is_flag=True,
+              help="Train even when the pre-flight check estimates that the batch does not fit in memory.")
 @click.option("--data-limit", type=int, default=None, help="Use only this many images (quick runs).")
 @click.option("--max-seconds", type=float, default=None, help="Stop the search after this many seconds.")
 @click.option("--out", default=None, help="Run folder [default: runs/<method>-<target>-<time>].")
@@ -89,8 +98,8 @@ def _stdout_to_stderr(active: bool):
 @click.option("--quiet", is_flag=True, help="No progress bars or status lines.")
 def search_cmd(target, space, method, latency_ms, data, resolution, width, epochs, warmup_epochs, steps_per_epoch,
                batch_size, final_epochs, final, lr, arch_lr, objective, hard, quantize, samples, seed, threads,
-               workers, augment, data_limit, max_seconds, out, resume, extra, recipe, no_profile, as_json,
-               quiet) -> None:
+               workers, augment, train_device, precision, force, data_limit, max_seconds, out, resume, extra, recipe,
+               no_profile, as_json, quiet) -> None:
     """Search an architecture for TARGET, train it, export a .tflite and report.
 
     Writes a run folder with config.yaml, history.jsonl, checkpoints/, arch.yaml, model.pt,
@@ -123,8 +132,9 @@ def search_cmd(target, space, method, latency_ms, data, resolution, width, epoch
                        resolution=resolution, width=width, epochs=epochs, warmup_epochs=warmup_epochs,
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, final_epochs=final_epochs, final=final,
                        lr=lr, arch_lr=arch_lr, objective=objective, hard=hard, quantize=quantize, samples=samples,
-                       seed=seed, threads=threads, workers=workers, augment=augment, data_limit=data_limit,
-                       max_seconds=max_seconds, out=out, profile=not no_profile,
+                       seed=seed, threads=threads, workers=workers, augment=augment, device=train_device,
+                       precision=precision, force=force, data_limit=data_limit, max_seconds=max_seconds, out=out,
+                       profile=not no_profile,
                        options=options)
     for key, value in preset.items():
         if not (key == "final_lr" and cfg.final_lr is not None):

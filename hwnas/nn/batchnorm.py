@@ -21,7 +21,7 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor],
 
     Args:
         model: the module whose BatchNorms are recalibrated; left in eval mode.
-        inputs: NCHW float batches.
+        inputs: NCHW float batches (moved to the model's device).
         forward: how to run one batch (default ``model(x)``; e.g. a supernet path).
         max_batches: use at most this many batches.
 
@@ -35,12 +35,13 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor],
         m.momentum = None
     model.train()
     run = forward or model
+    dev = next((t.device for t in model.parameters()), None)
     n = 0
     try:
         for x in inputs:
             if max_batches is not None and n >= max_batches:
                 break
-            run(x)
+            run(x if dev is None else x.to(dev, non_blocking=True))
             n += 1
     finally:
         for m, momentum in saved:

@@ -748,10 +748,11 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ export
     def subnet(self, choices: Sequence[int]) -> HwnasNet:
         """An ordinary :class:`HwnasNet` of ``space.decode(choices)`` with the supernet's weights
-        copied (singlepath: sliced from the superkernels), in eval mode. Recalibrate BatchNorm
+        copied (singlepath: sliced from the superkernels), on the supernet's device, in eval mode. Recalibrate BatchNorm
         statistics before evaluating it (:func:`hwnas.search.train.recalibrate_bn`)."""
         choices = self.space.check(choices)
-        net = HwnasNet(self.space.decode(choices))
+        ref = next(self.parameters())
+        net = HwnasNet(self.space.decode(choices)).to(device=ref.device)
         net.stem.load_state_dict(self.stem.state_dict())
         if self.n_fixed:
             net.stages[0].load_state_dict(self.fixed.state_dict())

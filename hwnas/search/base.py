@@ -149,7 +149,9 @@ class Budget:
         steps_per_epoch: cap on optimisation steps per epoch (``None``: one pass over the train split).
         batch_size: images per weight step (and per architecture step on val).
         samples: architectures a sample-based searcher (RL, evolution, random) may evaluate.
-        eval_batches: validation batches used to score one sampled architecture (sample-based searchers).
+        eval_batches: validation batches used to score one sampled architecture (sample-based searchers);
+            ``None`` (default): the whole validation split (see :class:`hwnas.search.evaluator.SPOSEvaluator`
+            for the standard error this keeps below the differences being ranked).
         max_seconds: wall-clock cap; the searcher stops cleanly (and checkpoints) when exceeded.
     """
 
@@ -158,7 +160,7 @@ class Budget:
     steps_per_epoch: int | None = None
     batch_size: int = 64
     samples: int = 100
-    eval_batches: int = 4
+    eval_batches: int | None = None
     max_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +178,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.root = Path(path)
+        self._lines: int | None = None  # complete records in history.jsonl (counted once, then kept)
         self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         self.plots.mkdir(exist_ok=True)
@@ -239,10 +242,12 @@ class RunDir:
         from hwnas.io import _json_default
 
         line = json.dumps(record, default=_json_default, allow_nan=True) + "\n"
+        n = self.history_lines()
         with open(self.history, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        self._lines = n + 1
 
     def read_history(self) -> list[dict[str, Any]]:
         """Every complete line of ``history.jsonl`` (a torn last line from a kill is ignored)."""
@@ -257,8 +262,15 @@ class RunDir:
         return out
 
     def history_lines(self) -> int:
-        """Number of complete records in ``history.jsonl`` (store it in checkpoints)."""
-        return len(self.read_history())
+        """Number of complete records in ``history.jsonl`` (store it in checkpoints).
+
+        The file is parsed once per :class:`RunDir` (resume) and the count kept up to date by
+        :meth:`append_history` and :meth:`truncate_history`, so a checkpoint costs the same at step
+        10 and at step 100,000 (records written to the file by another object are not seen).
+        """
+        if self._lines is None:
+            self._lines = len(self.read_history())
+        return self._lines
 
     def truncate_history(self, lines: int) -> None:
         """Keep the first ``lines`` records (drop what a killed run wrote after its last checkpoint)."""
@@ -266,6 +278,7 @@ class RunDir:
         from hwnas.io import _json_default, atomic_write_text
 
         atomic_write_text(self.history, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+        self._lines = len(records)
 
     # checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> Path:

@@ -104,8 +104,15 @@ class SPOSEvaluator(Evaluator):
         data: a :class:`hwnas.search.data.DataBundle` (``batches(split, batch_size, ...)``).
         predictor: ``predict(arch) -> Prediction`` (latency ms, energy mJ) on the target.
         budget: :class:`Budget` — ``epochs``/``steps_per_epoch``/``batch_size`` size the supernet
-            training, ``eval_batches`` the validation batches per candidate.
-        bn_batches: train batches used to recompute BatchNorm statistics per candidate (SPOS §3.3).
+            training.
+        eval_batches: validation batches (of ``budget.batch_size``) scoring each candidate (default:
+            ``budget.eval_batches``; ``None`` there: the whole validation split). The binomial standard error of a candidate's
+            accuracy, ``sqrt(acc·(1 − acc)/n)``, is kept per candidate (:attr:`last_se`) and summarised
+            by :meth:`scoring`; with 4 batches of 64 (the former fixed setting) it is ≈ 2.5 points at
+            80 % accuracy, larger than the spread between candidates measured on the default run
+            (docs/search.md), so candidates were ranked on noise.
+        bn_batches: train batches (of ``budget.batch_size``) used to recompute BatchNorm statistics
+            per candidate (SPOS §3.3; default 8).
         lr: SGD (Nesterov) learning rate of the supernet training, cosine-annealed.
         seed: seeds path sampling, weight init and batch order.
         measure: optional ``arch -> latency_ms`` measured on the device (``--measure``) used instead
@@ -115,9 +122,10 @@ class SPOSEvaluator(Evaluator):
     folder, so a resumed search neither retrains nor changes it.
     """
 
-    def __init__(self, space, data, predictor, budget: Budget | None = None, *, bn_batches: int = 2,
-                 lr: float = 0.05, seed: int = 0, measure: Callable[[Any], float] | None = None,
-                 progress: Callable[[dict], None] | None = None, table=None):
+    def __init__(self, space, data, predictor, budget: Budget | None = None, *, bn_batches: int = 8,
+                 eval_batches: int | None = None, lr: float = 0.05, seed: int = 0,
+                 measure: Callable[[Any], float] | None = None, progress: Callable[[dict], None] | None = None,
+                 table=None, precision=None):
         if not hasattr(space, "slots"):
             raise SearchError(f"space '{space.name}' is stage-wise and has no weight-sharing supernet; "
                               "a TrainEvaluator (short training of each child) is used for it")
@@ -126,6 +134,15 @@ class SPOSEvaluator(Evaluator):
         self.predictor = predictor
         self.budget = budget or Budget()
         self.bn_batches = int(bn_batches)
+        if self.bn_batches < 1 or (eval_batches is not None and int(eval_batches) < 1) or (
+                self.budget.eval_batches is not None and int(self.budget.eval_batches) < 1):
+            raise SearchError(f"SPOS scoring needs bn_batches ≥ 1 and eval_batches ≥ 1 (or none = the whole "
+                              f"validation split); got bn_batches={bn_batches}, eval_batches={eval_batches}")
+        eval_batches = self.budget.eval_batches if eval_batches is None else eval_batches
+        self.eval_batches = None if eval_batches is None else int(eval_batches)
+        self.precision = precision
+        self.last_se: float | None = None
+        self._scores: list[tuple[float, float, int]] = []  # (accuracy, standard error, images) per candidate
         self.lr = float(lr)
         self.seed = int(seed)
         self.measure = measure
@@ -165,6 +182,8 @@ class SPOSEvaluator(Evaluator):
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.supernet = Supernet(self.space, mode="spos")
+        if self.precision is not None:
+            self.precision.prepare(self.supernet)
         return self.supernet
 
     def train_supernet(self, run: RunDir | None = None) -> dict:
@@ -178,10 +197,13 @@ class SPOSEvaluator(Evaluator):
         from hwnas.search.train import cosine_schedule, weight_optimizer
 
         from hwnas.search import distributed as D
+        from hwnas.search.train import Precision, model_device
 
         if self.supernet is None:
             self.build()
         model = self.supernet
+        prec = self.precision or Precision("fp32", model_device(model))
+        scaler = prec.scaler()
         # under torchrun: data-parallel (DDP, global-batch BatchNorm); every rank draws the same paths
         net = D.wrap_ddp(model) if D.active() else model
         epochs = max(1, int(self.budget.epochs))
@@ -202,14 +224,18 @@ class SPOSEvaluator(Evaluator):
             rng = random.Random(f"{self.seed}-spos-{epoch}")  # per epoch: resumable
             total, n = 0.0, 0
             for x, y in self.data.batches("train", self.budget.batch_size, epoch=epoch, limit=steps, seed=self.seed):
-                loss = F.cross_entropy(net(x, self.space.sample(rng)), y)
+                x, y = prec.batch(x, y)
+                with prec.autocast():
+                    loss = F.cross_entropy(net(x, self.space.sample(rng)), y).float()
                 if not torch.isfinite(D.mean_over_ranks(loss)):
                     raise SearchError(f"SPOS supernet training diverged in epoch {epoch + 1} (loss {loss.item()}); "
                                       "try a lower --lr")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 total += float(loss.item())
                 n += 1
@@ -232,7 +258,8 @@ class SPOSEvaluator(Evaluator):
     def accuracy(self, choices: Choices) -> float:
         """Validation accuracy in [0, 1] of ``choices``'s path after BN recalibration (SPOS §3.3).
 
-        The supernet's own BatchNorm statistics are restored afterwards.
+        The supernet's own BatchNorm statistics are restored afterwards. Sets :attr:`last_se`, the
+        binomial standard error of the returned accuracy.
         """
         import torch
 
@@ -245,10 +272,34 @@ class SPOSEvaluator(Evaluator):
         with torch.no_grad():
             recalibrate_bn(model, self.data.batches("train", self.budget.batch_size, limit=self.bn_batches,
                                                     augment=False, seed=self.seed, shard=False), choices)
-            acc, _ = evaluate(model, self.data.batches("val", self.budget.batch_size,
-                                                       limit=max(1, self.budget.eval_batches)), choices)
+            acc, _ = evaluate(model, self.data.batches("val", self.budget.batch_size, limit=self.eval_batches,
+                                                       shard=False), choices)
         model.load_state_dict(saved, strict=False)
+        n = self.val_images()
+        self.last_se = math.sqrt(max(acc * (1 - acc), 0.0) / max(1, n))
+        self._scores.append((float(acc), self.last_se, n))
         return float(acc)
+
+    def val_images(self) -> int:
+        """Validation images that score one candidate."""
+        total = len(self.data.val)
+        if self.eval_batches is None:
+            return total
+        return min(total, self.eval_batches * self.budget.batch_size)
+
+    def scoring(self) -> dict[str, Any]:
+        """How precise the ranking was: ``val_images``, ``bn_batches``, ``accuracy_se`` (median binomial
+        standard error of a candidate's accuracy), ``accuracy_std`` (standard deviation of the
+        accuracies of the scored candidates: the differences being ranked) and ``se_below_spread``."""
+        import statistics
+
+        accs = [a for a, _, _ in self._scores]
+        ses = [e for _, e, _ in self._scores]
+        spread = statistics.pstdev(accs) if len(accs) > 1 else None
+        se = statistics.median(ses) if ses else None
+        return {"val_images": self.val_images(), "bn_batches": self.bn_batches,
+                "eval_batches": self.eval_batches, "candidates_scored": len(accs), "accuracy_se": se,
+                "accuracy_std": spread, "se_below_spread": None if se is None or spread is None else se < spread}
 
     def evaluate(self, choices: Sequence[int], step: int = 0) -> Evaluated:
         from hwnas.nn import count
@@ -296,16 +347,20 @@ class TrainEvaluator(SPOSEvaluator):
         import torch.nn.functional as F
 
         from hwnas.nn import build_model
-        from hwnas.search.train import cosine_schedule, evaluate, weight_optimizer, zero_init_residual
+        from hwnas.search.train import Precision, cosine_schedule, evaluate, weight_optimizer, zero_init_residual
 
         seed = hash((self.seed,) + tuple(choices)) % 2**31
         model = zero_init_residual(build_model(self.space.decode(choices), train=True, seed=seed))
+        prec = getattr(self, "precision", None) or Precision("fp32", torch.device("cpu"))
+        prec.prepare(model)
         opt = weight_optimizer(model.parameters(), self.lr)
         sched = cosine_schedule(opt, self.child_steps)
         step = 0
         while step < self.child_steps:
             for x, y in self.data.batches("train", self.budget.batch_size, epoch=step, seed=self.seed, shard=False):
-                loss = F.cross_entropy(model(x), y)
+                x, y = prec.batch(x, y)
+                with prec.autocast():
+                    loss = F.cross_entropy(model(x), y).float()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -314,8 +369,8 @@ class TrainEvaluator(SPOSEvaluator):
                 step += 1
                 if step >= self.child_steps:
                     break
-        acc, _ = evaluate(model, self.data.batches("val", self.budget.batch_size,
-                                                   limit=max(1, self.budget.eval_batches)))
+        eb = self.budget.eval_batches
+        acc, _ = evaluate(model, self.data.batches("val", self.budget.batch_size, limit=None if eb is None else max(1, eb)))
         return float(acc)
 
 
@@ -435,15 +490,21 @@ class SampleSearcher(Searcher):
                 measure = DeviceMeasure(predictor.device)
             measure = measure if callable(measure) else None
             seed = int(self.options.get("seed", 0))
+            from hwnas.search.train import Precision, resolve_device
+
+            precision = Precision(self.options.get("precision", "fp32"), resolve_device(self.options.get("device", "auto")))
             if hasattr(space, "slots"):
                 evaluator = SPOSEvaluator(space, data, predictor, budget, seed=seed, measure=measure,
                                           lr=float(self.options.get("lr", 0.05)), progress=self.options.get("progress"),
-                                          table=getattr(objective, "table", None))
+                                          table=getattr(objective, "table", None), precision=precision,
+                                          bn_batches=int(self.options.get("bn_batches", 8)),
+                                          eval_batches=self.options.get("eval_batches"))
                 figures = evaluator.train_supernet(run)
                 supernet = evaluator.supernet
             else:
                 evaluator = TrainEvaluator(space, data, predictor, budget, seed=seed, measure=measure,
                                            child_steps=int(self.options.get("child_steps", 30)))
+                evaluator.precision = precision
         workers = int(self.options.get("workers", 1))
         if workers > 1 and not getattr(evaluator, "cheap", False):
             from hwnas.search.distributed import ParallelEvaluator
@@ -459,6 +520,9 @@ class SampleSearcher(Searcher):
                 close()
         result.extra.update(figures)
         result.extra["evaluator"] = type(getattr(evaluator, "inner", evaluator)).__name__
+        inner = getattr(evaluator, "inner", evaluator)
+        if isinstance(inner, SPOSEvaluator) and not isinstance(inner, TrainEvaluator):
+            result.extra["scoring"] = inner.scoring()
         if supernet is not None:
             result.extra["supernet"] = supernet
         return result
@@ -605,7 +669,8 @@ class SampleSearcher(Searcher):
 
 #: options consumed by the loop / evaluator, not passed to the strategy
 _LOOP_OPTIONS = {"lr", "progress", "child_steps", "count_repeats", "max_proposals", "seed", "batch", "workers",
-                 "reward", "objective", "constrained", "max_rejections", "evaluator", "measure", "energy_mj"}
+                 "reward", "objective", "constrained", "max_rejections", "evaluator", "measure", "energy_mj",
+                 "device", "precision", "bn_batches", "eval_batches"}
 
 
 def select_best(history: Sequence[Evaluated], rewards: Sequence[float], limit_ms: float | None) -> tuple[int, bool]:

@@ -34,6 +34,15 @@ from hwnas.errors import ConfigError, SearchError
 
 DIFFERENTIABLE = ("fbnet", "proxyless", "singlepath")
 
+#: The default ProxylessNAS objective of ``hwnas search`` (without ``--objective``/``--soft``): the
+#: paper's additive form (Cai et al. 2019, eq. 4, ``CE + λ·(E[LAT] − T)/T``) as a hard constraint
+#: (no latency pressure below the budget), λ = 1. Why not the reference code's ``mul_log`` (α 0.2,
+#: β 0.3): measured on the default run's supernet after warm-up (docs/search.md), its latency
+#: gradient on α is 7 % of the CE gradient, which is mostly batch noise; the reference code makes up
+#: for that with ~10^5 architecture updates, the 5-minute default run has ~100. With ``add`` at λ = 1
+#: the ratio is 0.8, and the expected latency reached the budget before any repair.
+PROXYLESS_DEFAULT_OBJECTIVE = {"form": "add", "lam": 1.0, "hard": True}
+
 
 @dataclass
 class SearchConfig:
@@ -56,13 +65,16 @@ class SearchConfig:
     lr: float | None = None            # search weight lr (searcher default)
     arch_lr: float | None = None       # architecture lr (searcher default)
     objective: str | None = None       # proxyless: mul_log | add; sample-based: reward costs (latency,energy)
-    hard: bool = False
+    hard: bool | None = None           # None: hard for the default proxyless objective, soft otherwise
     quantize: str | None = None        # None (float32) | int8
     seed: int = 0
     threads: int = 1
     workers: int | None = None         # DataLoader worker processes (None: 0 in-memory data, 4 image folders)
     augment: str = "auto"              # transforms: auto | imagenet | small (hwnas.search.data)
     recipe: str | None = None          # the --recipe preset these values came from (hwnas.search.recipes)
+    device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"            # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling on CUDA)
+    force: bool = False                # skip the pre-flight memory check
     data_limit: int | None = None
     samples: int = 100                 # sample-based searchers (mnasnet/evolution/random)
     max_seconds: float | None = None
@@ -247,6 +259,9 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     if cfg.final not in ("finetune", "scratch"):
         raise ConfigError(f"--final must be finetune or scratch, got '{cfg.final}'")
     torch.set_num_threads(max(1, int(cfg.threads)))
+    from hwnas.search.train import Precision, resolve_device
+
+    precision = Precision(cfg.precision, resolve_device(cfg.device))  # bad --device/--precision fail here
 
     # -- target and data (fast) -------------------------------------------------------------
     from hwnas.latency.devices import get_device
@@ -287,12 +302,15 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
                              f"{ref:.3f} ms, is outside it)")
     check_feasible(budget_ms, (lo, hi), device.name, space.name)
     table = layer_latency_table(predictor, space) if hasattr(space, "slots") else None
-    obj_kwargs: dict[str, Any] = {"hard": cfg.hard, "unit_ms": log_unit(lo)}
+    obj_kwargs: dict[str, Any] = {"unit_ms": log_unit(lo)}
     if cfg.objective and method == "proxyless":
         obj_kwargs["form"] = cfg.objective
+    elif method == "proxyless":  # the default search objective (see PROXYLESS_DEFAULT_OBJECTIVE)
+        obj_kwargs.update(PROXYLESS_DEFAULT_OBJECTIVE)
     elif cfg.objective and method in DIFFERENTIABLE:
         raise ConfigError(f"--objective applies to proxyless (mul_log|add) and to the sample-based methods "
                           f"(e.g. latency,energy), not to {method}")
+    obj_kwargs["hard"] = bool(obj_kwargs.pop("hard", False) if cfg.hard is None else cfg.hard)
     # sample-based methods (mnasnet/rl, evolution, random) rank by MnasNet's reward
     objective = Objective(method if method in DIFFERENTIABLE else "mnasnet", latency_budget_ms=budget_ms, predictor=predictor, table=table, latency_range_ms=(lo, hi),
                           **obj_kwargs)
@@ -301,7 +319,8 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     budget = Budget(epochs=cfg.epochs, warmup_epochs=warmup,
                     steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, samples=cfg.samples,
                     max_seconds=cfg.max_seconds)
-    options: dict[str, Any] = {"seed": cfg.seed, **cfg.options}
+    options: dict[str, Any] = {"seed": cfg.seed, "device": str(precision.device), "precision": precision.name,
+                               **cfg.options}
     if cfg.objective and method not in DIFFERENTIABLE:
         options["objective"] = cfg.objective
     if cfg.lr is not None:
@@ -310,6 +329,16 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         options["arch_lr"] = cfg.arch_lr
     searcher = get_searcher(method, **options)
     searcher.validate_options()  # bad -o keys fail before any run folder exists
+
+    # -- pre-flight memory check (before any run folder exists) ----------------------------------
+    memory_report = None
+    if hasattr(space, "slots"):
+        from hwnas.search.memory import check_memory, estimate_search_memory
+
+        estimate = estimate_search_memory(space, method, in_channels=data.in_channels, resolution=space.resolution,
+                                          weights=str(options.get("weights", "shared")))
+        memory_report = check_memory(estimate, cfg.batch_size, precision.device, force=cfg.force,
+                                     what=f"--method {method} at {space.resolution} px, width {cfg.width:g}: ")
 
     # -- run folder ------------------------------------------------------------------------------
     if resume is None:
@@ -334,6 +363,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     say(f"target {device.name} ({predictor.provenance.split('(')[0].strip()}); space {space.name} "
         f"({space.size:.3g} members), latency range {lo:.3f}–{hi:.3f} ms, budget {budget_ms:.3f} ms")
     say(f"data {data.describe()}")
+    say(f"training on {precision.device} ({precision.to_dict()['device_name']}), precision {precision.name}")
     if method in DIFFERENTIABLE and warmup < cfg.warmup_epochs:
         say(f"note: --warmup-epochs {cfg.warmup_epochs} lowered to {warmup} so that architecture steps run "
             f"in the last of the {cfg.epochs} epochs")
@@ -372,6 +402,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         model = zero_init_residual(build_model(arch, train=True, seed=cfg.seed))
         final_lr = cfg.final_lr or 0.05
     model.arch = arch
+    precision.prepare(model)
     inherited_acc, _ = evaluate(model, data.batches("test", 256)) if supernet is not None else (None, None)
     fbar = _Progress(cfg.final_epochs, "final training", progress, unit="epoch")
 
@@ -383,13 +414,15 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     t_final = time.perf_counter()
     try:
         final_records = train_model(model, data, epochs=cfg.final_epochs, lr=final_lr, batch_size=cfg.batch_size,
-                                    seed=cfg.seed + 1, steps_per_epoch=cfg.steps_per_epoch, progress=on_epoch)
+                                    seed=cfg.seed + 1, steps_per_epoch=cfg.steps_per_epoch, progress=on_epoch,
+                                    precision=precision)
     finally:
         fbar.close()
     final_seconds = time.perf_counter() - t_final
     test_acc, _ = evaluate(model, data.batches("test", 256))
     if rank:  # the other ranks trained the same model; rank 0 writes and exports it
         return {"rank": rank, "world_size": world, "test_accuracy": test_acc}
+    model.cpu().to(memory_format=torch.contiguous_format)  # saving and the Keras/TFLite export work on CPU tensors
     import io
 
     import torch as _torch
@@ -409,7 +442,9 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     pred = predictor.predict(arch)
     measured = measure_export(device, run.model_tflite, pred.latency_ms, budget_ms, say)
     cost = count(arch)
-    plots = make_plots(run, budget_ms, result)
+    labels = [list(slot.candidates) for slot in space.slots] if hasattr(space, "slots") else None
+    plots = make_plots(run, budget_ms, result, labels=labels)
+    convergence = result.extra.get("convergence") or {}
     result_dict = {
         "target": device.name,
         "method": method,
@@ -426,6 +461,10 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         **measured,
         "params": cost.params,
         "macs": cost.macs,
+        "expected_latency_before_repair_ms": convergence.get("expected_latency_before_repair_ms"),
+        "op_entropy": convergence.get("op_entropy"),
+        "op_entropy_uniform": convergence.get("op_entropy_uniform"),
+        "repair_needed": convergence.get("repair_needed"),
         "search_val_accuracy": None if best_eval is None else best_eval.accuracy,
         "inherited_test_accuracy": inherited_acc,
         "test_accuracy": test_acc,
@@ -446,6 +485,8 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         "threads": cfg.threads,
         "world_size": world,
         "global_batch_size": cfg.batch_size * world,
+        **precision.to_dict(),
+        "memory_check": memory_report,
         "artifacts": {"run": str(run.root), "config": str(run.config), "history": str(run.history),
                       "checkpoint": str(run.checkpoint), "arch": str(run.arch), "model_pt": str(run.model_pt),
                       "model_tflite": str(run.model_tflite), "result": str(run.result),
@@ -528,8 +569,20 @@ def export_tflite(arch, model, data, path: Path, *, quantize: str | None = None)
     return {"tflite_test_accuracy": acc, "parity": parity, "ops": op_counts(path), "bytes": len(flat)}
 
 
-def make_plots(run, budget_ms: float | None, result) -> list[Path]:
-    """PNG plots: expected latency over steps, per-layer operator probabilities, accuracy vs latency."""
+def op_label(compact: str) -> str:
+    """Short name of a candidate op for plots: kind, kernel, expansion, groups, SE (``ir_k5_e6``,
+    ``ir_k3_e1_g2``, ``skip``); stride, channels and activation are the layer's, not the choice's."""
+    toks = compact.split("_")
+    keep = [toks[0]] + [t for t in toks[1:] if t[:1] in ("k", "e", "g") and t[1:2].isdigit() or t.startswith("se")]
+    return "_".join(keep)
+
+
+def make_plots(run, budget_ms: float | None, result, labels: list[list[str]] | None = None) -> list[Path]:
+    """PNG plots: expected latency over steps, per-layer operator probabilities, accuracy vs latency.
+
+    ``labels``: per layer the candidates' compact strings (decision order); the probability plot then
+    has one column per candidate op (named by :func:`op_label`), blank where a layer lacks it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -561,20 +614,36 @@ def make_plots(run, budget_ms: float | None, result) -> list[Path]:
         save(fig, "expected_latency.png")
     probs = result.extra.get("probabilities")
     if probs:
-        width = max(len(p) for p in probs)
-        mat = np.full((len(probs), width), np.nan)
-        for i, p in enumerate(probs):
-            mat[i, :len(p)] = p
-        fig, ax = plt.subplots(figsize=(0.6 * width + 2, 0.28 * len(probs) + 1.5))
-        im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        if labels is None or len(labels) != len(probs):
+            labels = [[str(j) for j in range(len(p))] for p in probs]
+        names = [[op_label(c) for c in row] for row in labels]
+        columns: list[str] = []
+        for row in sorted(names, key=len, reverse=True):
+            columns += [n for n in row if n not in columns]
+        col = {n: k for k, n in enumerate(columns)}
+        mat = np.full((len(probs), len(columns)), np.nan)
+        for i, (p, row) in enumerate(zip(probs, names)):
+            for v, n in zip(p, row):
+                mat[i, col[n]] = v
+        fig, ax = plt.subplots(figsize=(0.75 * len(columns) + 2.5, 0.3 * len(probs) + 1.8))
+        # the colour scale spans the observed range, so near-uniform distributions still show their differences
+        lo, hi = float(np.nanmin(mat)), float(np.nanmax(mat))
+        im = ax.imshow(mat, aspect="auto", cmap="magma", vmin=lo, vmax=max(hi, lo + 1e-6))
+        for i in range(mat.shape[0]):
+            for k in range(mat.shape[1]):
+                if not np.isnan(mat[i, k]):
+                    ax.text(k, i, f"{mat[i, k]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if mat[i, k] < (lo + hi) / 2 else "black")
         ax.set_yticks(range(len(probs)))
-        ax.set_xticks(range(width))
-        ax.set_xlabel("candidate (decision order)")
-        ax.set_ylabel("layer")
-        ax.set_title("Operator probabilities per layer (end of search)")
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(columns, rotation=45, ha="right", fontsize=8)
+        ax.set_xlabel("candidate op")
+        ax.set_ylabel("searchable layer")
+        ax.set_title(f"Operator probabilities per layer (end of search; scale {lo:.2f}–{hi:.2f})")
         for i, c in enumerate(result.best_choices):
-            ax.plot(c, i, "r.", ms=6)
-        fig.colorbar(im, ax=ax)
+            if c < len(names[i]):
+                ax.plot(col[names[i][c]], i, "s", mfc="none", mec="cyan", ms=9, mew=1.2)
+        fig.colorbar(im, ax=ax, label="probability")
         save(fig, "op_probabilities.png")
     evals = [e for e in result.history if e.accuracy is not None]
     if evals:
@@ -617,6 +686,13 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
                               f"space {res['latency_range_ms'][0]:.3f}–{res['latency_range_ms'][1]:.3f} ms)"),
         ("measured latency", _measured_summary(res)),
         ("params / MACs", f"{res['params'] / 1e6:.3f} M / {res['macs'] / 1e6:.2f} M"),
+        *([("search convergence", f"expected latency before repair {res['expected_latency_before_repair_ms']:.3f} ms; "
+                                  f"mean op entropy {res['op_entropy']:.2f} nats (uniform "
+                                  f"{res['op_entropy_uniform']:.2f}); repair needed: "
+                                  f"{'yes' if res['repair_needed'] else 'no'}")]
+          if res.get("expected_latency_before_repair_ms") is not None else []),
+        ("device / precision", f"{res.get('device', 'cpu')} ({res.get('device_name', '')}) / "
+                               f"{res.get('precision', 'fp32')}"),
         ("test accuracy (PyTorch)", pct(res["test_accuracy"])),
         ("test accuracy (.tflite)", pct(res["tflite_test_accuracy"])),
         ("search / final training", f"{res['search_seconds']:.0f} s / {res['final_train_seconds']:.0f} s "

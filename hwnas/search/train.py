@@ -23,6 +23,122 @@ class NonFiniteError(SearchError):
     """A loss, weight or architecture parameter became NaN/Inf."""
 
 
+# ---------------------------------------------------------------------------------------- devices
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for ``--device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps`` (or a ``torch.device``, returned as is).
+
+    Raises:
+        ConfigError: an unknown name, or a device this machine does not have (naming what it has).
+    """
+    from hwnas.errors import ConfigError
+
+    if isinstance(name, torch.device):
+        return name
+    key = (name or "auto").strip().lower()
+    if key == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(key)
+    except RuntimeError:
+        raise ConfigError(f"--device '{name}': expected auto, cpu, cuda, cuda:N or mps") from None
+    have = "cpu" + (f", cuda:0..{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "") + (
+        ", mps" if torch.backends.mps.is_available() else "")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: this PyTorch has no usable CUDA device (available: {have})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) (available: {have})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name}: MPS is not available here (available: {have})")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device '{name}': expected auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def device_name(device: torch.device) -> str:
+    """A human name of ``device`` for reports (GPU model for CUDA, the processor for CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); CPU for a module with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+class Precision:
+    """Mixed precision for training on ``device``: ``fp32`` (off), ``bf16`` (autocast to bfloat16;
+    CPU, CUDA and MPS), ``fp16`` (autocast to float16 with a dynamic loss scaler; CUDA only: CPU
+    float16 kernels are slow and unscaled fp16 gradients underflow).
+
+    ``with prec.autocast(): ...`` wraps the forward passes and losses; :meth:`scaler` gives a
+    ``torch.amp.GradScaler`` that is enabled only for fp16 on CUDA (a no-op pass-through otherwise).
+    ``channels_last`` is true where the NHWC layout helps: reduced precision on CUDA (tensor-core
+    convolutions); elsewhere NCHW is kept.
+
+    Raises:
+        ConfigError: unknown precision, or fp16 on the CPU.
+    """
+
+    def __init__(self, name: str, device: torch.device):
+        from hwnas.errors import ConfigError
+
+        self.name = (name or "fp32").lower()
+        if self.name not in PRECISIONS:
+            raise ConfigError(f"--precision '{name}': expected one of {', '.join(PRECISIONS)}")
+        if self.name == "fp16" and device.type != "cuda":
+            raise ConfigError(f"--precision fp16 needs a CUDA device (loss scaling); on {device.type} use "
+                              f"--precision bf16")
+        self.device = device
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
+        self.channels_last = device.type == "cuda" and self.name != "fp32"
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.name != "fp32")
+
+    def scaler(self) -> "torch.amp.GradScaler":
+        return torch.amp.GradScaler("cuda" if self.device.type == "cuda" else "cpu", enabled=self.name == "fp16")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device (and memory format); returns it."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the device (non-blocking copies; pinned host memory makes them asynchronous)."""
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": str(self.device), "device_name": device_name(self.device), "precision": self.name,
+                "channels_last": self.channels_last}
+
+
+def on_model_device(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    """``batches`` moved to ``model``'s device."""
+    dev = model_device(model)
+    for x, y in batches:
+        yield x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+
+
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """True when every tensor is free of NaN/Inf."""
     return all(bool(torch.isfinite(t).all()) for t in tensors)
@@ -45,7 +161,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     model.eval()
     correct = total = 0
     loss = 0.0
-    for x, y in batches:
+    for x, y in on_model_device(model, batches):
         out = model(x, choices) if choices is not None else model(x)
         loss += float(F.cross_entropy(out, y, reduction="sum"))
         correct += int((out.argmax(1) == y).sum())
@@ -110,8 +226,10 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
 def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_size: int = 64,
                 weight_decay: float = 4e-5, label_smoothing: float = 0.1, seed: int = 0,
                 steps_per_epoch: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-                max_seconds: float | None = None) -> list[dict[str, Any]]:
+                max_seconds: float | None = None, precision: Precision | None = None) -> list[dict[str, Any]]:
     """Train a plain model (the final architecture) on ``data.train``; returns per-epoch records.
+
+    ``precision``: device and mixed precision (default: fp32 on the model's device).
 
     Each record: ``epoch``, ``loss`` (train CE, mean), ``train_acc``, ``val_acc``, ``lr``, ``seconds``.
     With ``epochs == 0`` nothing happens. NaN/Inf: the epoch is retried once from its start with
@@ -128,6 +246,9 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
     from hwnas.search import distributed as D
 
     steps = min(data.steps("train", batch_size), steps_per_epoch or 10**9)
+    prec = precision or Precision("fp32", model_device(model))
+    prec.prepare(model)  # on the device before DDP wraps it
+    scaler = prec.scaler()
     net = D.wrap_ddp(model, find_unused=False) if D.active() else model  # converts BN first: optimiser after
     opt = weight_optimizer(model.parameters(), lr, weight_decay)
     sched = cosine_schedule(opt, epochs * steps, warmup_steps=min(steps, 20) if lr >= 0.05 else 0)
@@ -141,15 +262,19 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
         tot_loss = correct = seen = 0
         ok = True
         for x, y in data.batches("train", batch_size, epoch=epoch, limit=steps, seed=seed):
-            out = net(x)
-            loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+            x, y = prec.batch(x, y)
+            with prec.autocast():
+                out = net(x)
+                loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
             if not torch.isfinite(D.mean_over_ranks(loss)):
                 ok = False
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             tot_loss += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
@@ -181,5 +306,6 @@ def train_model(model: nn.Module, data, *, epochs: int, lr: float = 0.05, batch_
     return records
 
 
-__all__ = ["zero_init_residual", "evaluate", "recalibrate_bn", "train_model", "weight_optimizer", "cosine_schedule", "all_finite",
+__all__ = ["resolve_device", "device_name", "model_device", "Precision", "PRECISIONS", "on_model_device",
+           "zero_init_residual", "evaluate", "recalibrate_bn", "train_model", "weight_optimizer", "cosine_schedule", "all_finite",
            "model_finite", "NonFiniteError"]
