@@ -70,3 +70,19 @@ class HwnasWarning(UserWarning):
     """Something a user should know but that does not stop the command (a table made with another
     thread count, a corrupt table of another device skipped, a prediction mostly priced by fallbacks).
     The CLI prints it as one line ``hwnas: warning: …``."""
+
+
+#: Top-level module → the ``hwnas`` extra that installs it (pyproject.toml's optional dependencies).
+EXTRAS = {"tensorflow": "tflite", "keras": "tflite", "ai_edge_litert": "tflite", "onnx": "onnx",
+          "onnxruntime": "onnx", "onnxscript": "onnx", "tvm": "tvm", "tvm_ffi": "tvm", "mlxtend": "data",
+          "sklearn": "data"}
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that provides the missing module of ``err`` (None: not an extra's)."""
+    top = (err.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f"this command needs the '{top}' module: pip install 'hwnas[{extra}]'"
+

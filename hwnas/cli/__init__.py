@@ -12,7 +12,7 @@ import sys
 import click
 
 from hwnas import __version__
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, missing_extra
 
 
 class HwnasGroup(click.Group):
@@ -37,6 +37,12 @@ class HwnasGroup(click.Group):
         except HwnasError as err:
             click.echo(f"hwnas: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except ModuleNotFoundError as err:  # an optional backend (extra) is not installed
+            hint = missing_extra(err)
+            if hint is None:
+                raise
+            click.echo(f"hwnas: error: {hint}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("hwnas: interrupted; progress saved so far is kept (rerun to resume)", err=True)
             sys.exit(130)

@@ -16,13 +16,22 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
               help="Artifact format: tflite | onnx | tvm.")
 @click.option("--quantize", type=str, default=None, help="tflite only: int8 | float16.")
 @click.option("--calib-data", default=None,
-              help="Representative images: .npy/.npz of float NHWC (N,R,R,C) or a built-in name (digits, mnist).")
+              help="Representative images: a built-in dataset (digits, mnist: its train split, preprocessed as the "
+                   "run in --weights was trained) or a .npy/.npz of preprocessed float NHWC (N,R,R,C).")
 @click.option("--calib-samples", type=int, default=64, show_default=True, help="Calibration images used.")
 @click.option("--int8-io", is_flag=True, help="int8: int8 input/output tensors instead of float32.")
 @click.option("--eval-data", default=None,
-              help="int8: held-out labelled data (.npz with x, y; or digits/mnist) for the accuracy delta.")
+              help="Held-out labelled data for the checks (.npz with x, y; or digits/mnist: its test split) "
+                   "[default: the test split of a built-in --calib-data].")
+@click.option("--eval-samples", type=int, default=1000, show_default=True, help="Evaluation images used.")
 @click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
               help="int8: fail when top-1 drops more than this many points below float.")
+@click.option("--min-agreement", type=float, default=0.95, show_default=True,
+              help="int8: fail when int8 top-1 agrees with float on a smaller fraction of evaluation images.")
+@click.option("--qat", "qat", type=int, default=0, show_default=True,
+              help="int8: quantization-aware fine-tuning epochs before conversion (needs a built-in --calib-data).")
+@click.option("--layer-report", is_flag=True,
+              help="int8: per-layer quantization error (worst layers); always shown when a gate fails.")
 @click.option("--recalibrate-bn", "recal", type=int, default=0, show_default=True,
               help="Re-estimate BatchNorm statistics on N calibration batches first (supernet subnets).")
 @click.option("--target", default="llvm", show_default=True,
@@ -32,15 +41,20 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--lint", type=click.Choice(["error", "warn"]), default="error", show_default=True,
               help="What unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE ops in a .tflite do.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,
-              help="Max abs diff of softmax outputs vs PyTorch for float artifacts.")
+              help="Max abs diff of softmax outputs vs PyTorch for float32 artifacts.")
+@click.option("--float16-tolerance", type=float, default=1e-2, show_default=True,
+              help="Max abs diff of softmax outputs vs PyTorch for float16 .tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="Artifact to write.")
 def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, calib_samples, int8_io, eval_data,
-               max_int8_drop, recal, target, tune_trials, lint, tolerance, as_json, output):
+               eval_samples, max_int8_drop, min_agreement, qat, layer_report, recal, target, tune_trials, lint,
+               tolerance, float16_tolerance, as_json, output):
     """Export ARCH (YAML, compact string or zoo name) to .tflite / .onnx / a TVM library.
 
-    Checks always run: weights are matched against the spec, the artifact's ops are listed (and
-    linted for .tflite), and its outputs are compared with PyTorch on real images.
+    Checks always run and fail the export: weights are matched against the spec, the artifact's
+    ops are listed (and linted for .tflite), and its outputs are compared with PyTorch on held-out
+    real images preprocessed as in training (float32/float16: max abs softmax diff; int8: top-1
+    agreement with float and accuracy drop).
     """
     from hwnas.export import export
     from hwnas.zoo import load_arch
@@ -53,9 +67,10 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
         raise ExportError(f"unknown quantization '{quantize}'; expected int8 or float16")
     spec = load_arch(arch, width=width, resolution=resolution)
     res = export(spec, output, fmt=fmt.lower(), weights=weights, quantize=quantize, calib_data=calib_data,
-                 calib_samples=calib_samples, int8_io=int8_io, eval_data=eval_data, max_int8_drop=max_int8_drop,
-                 recalibrate_bn_batches=recal, target=target, tune_trials=tune_trials, lint=lint,
-                 parity_tolerance=tolerance)
+                 calib_samples=calib_samples, int8_io=int8_io, eval_data=eval_data, eval_samples=eval_samples,
+                 max_int8_drop=max_int8_drop, min_int8_agreement=min_agreement, qat_epochs=qat,
+                 layer_report=layer_report, recalibrate_bn_batches=recal, target=target, tune_trials=tune_trials,
+                 lint=lint, parity_tolerance=tolerance, float16_tolerance=float16_tolerance)
     if as_json:
         print_json(res.to_dict())
         return
@@ -65,14 +80,31 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
     click.echo(f"wrote {res.path} ({res.size_bytes / 1e6:.2f} MB, {what})")
     if res.ops:
         click.echo(f"ops ({sum(res.ops.values())}): " + ", ".join(f"{k} {v}" for k, v in res.ops.items()))
+    if res.data:
+        click.echo(f"check data: {res.data}")
+    if res.qat:
+        a, b = res.qat["float_accuracy_before"], res.qat["float_accuracy_after"]
+        if a is not None:
+            click.echo(f"QAT {res.qat['epochs']} epoch(s): float top-1 {a:.4f} -> {b:.4f} (fake-quantized weights)")
     if res.parity:
         p = res.parity
-        click.echo(f"parity vs PyTorch on {p['samples']} real images: max abs diff {p['max_abs_diff']:.2e}, "
-                   f"top-1 agreement {p['top1_agreement']:.3f}")
+        tol = "" if p["tolerance"] is None else f", limit {p['tolerance']:g}"
+        acc = "" if p.get("accuracy") is None else (f"; top-1 PyTorch {p['torch_accuracy']:.4f}, "
+                                                     f"{p['backend']} {p['accuracy']:.4f}")
+        click.echo(f"parity vs PyTorch on {p['samples']} held-out images: max abs diff {p['max_abs_diff']:.2e}"
+                   f"{tol}, top-1 agreement {p['top1_agreement']:.3f}{acc}")
     if res.quant:
         q = res.quant
-        click.echo(f"int8 on {q['samples']} held-out images: float top-1 {q['float_accuracy']:.4f}, int8 "
-                   f"{q['int8_accuracy']:.4f} (drop {q['drop_points']:.2f} points, limit {q['max_drop_points']:g})")
+        line = (f"int8 gates on {q['samples']} held-out images: agreement with float {q['top1_agreement']:.3f} "
+                f"(min {q['min_agreement']:g})")
+        if q["float_accuracy"] is not None:
+            line += (f"; float top-1 {q['float_accuracy']:.4f}, int8 {q['int8_accuracy']:.4f} "
+                     f"(drop {q['drop_points']:.2f} points, limit {q['max_drop_points']:g}): accuracy gate "
+                     f"{q['accuracy_gate']}")
+        click.echo(line)
+        for layer in q.get("worst_layers") or []:
+            click.echo(f"  int8 error {layer['layer']} ({layer['op']}): RMSE/scale {layer['rmse_over_scale']:.2f}, "
+                       f"max abs error {layer['max_abs_error']:.3g}")
 
 
 @main.command("scale")

@@ -214,12 +214,12 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, no_profil
         print_json({"arch": a.name or arch, "resolution": a.resolution, "width": a.width_multiplier,
                     **pred.to_dict(), **(report or {})})
         return
+    mj = "mJ (declared)" if pred.energy_declared else "mJ"
     print_table(f"{a.name or 'arch'} @ {a.resolution}px, width {a.width_multiplier:g} on {pred.device}",
-                ["layer", "op key", "ms", "mJ", "source"],
+                ["layer", "op key", "ms", mj, "source"],
                 [[b.name, b.key, f"{b.latency_ms:.3f}", "-" if b.energy_mj is None else f"{b.energy_mj:.3f}",
-                  b.source] for b in pred.per_block], right=["ms", "mJ"])
-    energy = "unknown" if pred.energy_mj is None else f"{pred.energy_mj:.2f} mJ ({pred.energy_source})"
-    click.echo(f"latency {pred.latency_ms:.2f} ms, energy {energy}")
+                  b.source] for b in pred.per_block], right=["ms", mj])
+    click.echo(f"latency {pred.latency_ms:.2f} ms, energy {pred.energy.label()}")
     if pred.fidelity:
         from hwnas.profile.check import fidelity_line
 

@@ -37,7 +37,8 @@ class ExportResult:
         ops: op histogram (``.tflite``: builtin ops; ``.onnx``: node types).
         lint: the op-lint report (``.tflite``).
         parity: float parity vs PyTorch (:class:`hwnas.export.checks.ParityReport` as a dict).
-        quant: int8 vs float report (dict) when quantized to int8.
+        quant: int8 vs float report (dict) when quantized to int8: both gates, worst layers.
+        qat: quantization-aware fine-tuning summary (``--qat``). data: where the check images came from.
         notes: human-readable remarks (fresh init, BN recalibrated, compile-only target …).
         seconds: wall time per phase.
     """
@@ -51,6 +52,8 @@ class ExportResult:
     lint: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     quant: dict[str, Any] | None = None
+    qat: dict[str, Any] | None = None
+    data: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     size_bytes: int = 0
@@ -59,7 +62,7 @@ class ExportResult:
         return {"path": str(self.path), "format": self.format, "quantize": self.quantize, "target": self.target,
                 "fresh_init": self.fresh_init, "size_bytes": self.size_bytes, "ops": self.ops,
                 "total_ops": sum(self.ops.values()), "lint": self.lint, "parity": self.parity, "quant": self.quant,
-                "notes": self.notes, "seconds": self.seconds}
+                "qat": self.qat, "data": self.data, "notes": self.notes, "seconds": self.seconds}
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -90,63 +93,59 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def _labelled(ref: str | Path | None, arch: ArchSpec, n: int):
-    """Held-out ``(images NHWC, labels)`` from a built-in name or an ``.npz`` with ``x`` and ``y``."""
-    from hwnas.export.checks import BUILTIN_IMAGES, real_images
-
-    if ref is None:
-        return None
-    if str(ref) in BUILTIN_IMAGES:
-        return real_images(n, arch.resolution, arch.in_channels, source=str(ref), seed=1, with_labels=True)
-    path = Path(ref)
-    try:
-        data = np.load(path, allow_pickle=False)
-        x, y = np.asarray(data["x"], np.float32), np.asarray(data["y"])
-    except Exception:
-        raise ExportError(f"{ref}: evaluation data must be a built-in name or an .npz with arrays 'x' (N,R,R,C) "
-                          "and 'y' (N,)") from None
-    shape = (arch.resolution, arch.resolution, arch.in_channels)
-    if x.ndim != 4 or tuple(x.shape[1:]) != shape or len(y) != len(x):
-        raise ExportError(f"{ref}: evaluation images have shape {tuple(x.shape)} with {len(y)} labels; "
-                          f"expected (N, {', '.join(map(str, shape))}) and N labels")
-    return x[:n], y[:n]
-
-
 def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str | Path | dict | None = None,
            torch_model: Any = None, quantize: str | None = None, calib_data: str | Path | None = None,
            calib_samples: int = 64, int8_io: bool = False, eval_data: str | Path | None = None,
-           eval_samples: int = 200, max_int8_drop: float = 1.0, recalibrate_bn_batches: int = 0,
-           target: str = "llvm", tune_trials: int = 0, lint: str = "error", parity_samples: int = 8,
-           parity_tolerance: float = 1e-4, seed: int = 0) -> ExportResult:
-    """Export ``arch`` with its weights to ``out`` and check the artifact against PyTorch.
+           eval_samples: int = 1000, max_int8_drop: float = 1.0, min_int8_agreement: float = 0.95,
+           recalibrate_bn_batches: int = 0, target: str = "llvm", tune_trials: int = 0, lint: str = "error",
+           parity_samples: int = 16, parity_tolerance: float = 1e-4, float16_tolerance: float = 1e-2,
+           qat_epochs: int = 0, layer_report: bool = False, data: Any = None, preprocessing: Any = None,
+           seed: int = 0) -> ExportResult:
+    """Export ``arch`` with its weights to ``out`` and run the export checks (:mod:`hwnas.export.checks`).
+
+    The checks are the same for ``hwnas export`` and ``hwnas search``: calibration and evaluation
+    images come through the training preprocessing (a run's ``data_mean``/``data_std`` from
+    ``model.pt`` or its ``config.yaml``, resized as in training), evaluation images are disjoint from
+    calibration images, and every format has a gate that fails the export: float32 / float16 max abs
+    diff of the softmax outputs vs PyTorch, int8 top-1 agreement with float and (labelled data) the
+    accuracy drop; the accuracy gate is refused when float accuracy is near chance.
 
     Args:
         arch: the architecture.
-        out: output file (``.tflite`` / ``.onnx`` / ``.so``/``.tar``); written atomically.
+        out: output file (``.tflite`` / ``.onnx`` / ``.so``/``.tar``); written atomically, only when
+            every gate passes.
         fmt: ``tflite`` | ``onnx`` | ``tvm``.
-        weights: a ``torch.save`` state dict path (or dict) for ``arch``; ``torch_model`` instead
-            passes a built model. Neither: fresh random init (noted in the result).
+        weights: a ``torch.save`` path (a state dict, or a run's ``model.pt``) or a state dict;
+            ``torch_model`` instead passes a built model. Neither: fresh random init (noted; the
+            accuracy gate is skipped).
         quantize: tflite only: ``None`` | ``float16`` | ``int8``.
-        calib_data: built-in image source (``digits``, ``mnist``) or ``.npy``/``.npz`` NHWC images:
-            int8 representative data, BN-recalibration batches and parity inputs.
+        calib_data: built-in dataset (``digits``, ``mnist``: its train split) or ``.npy``/``.npz``
+            preprocessed NHWC images: int8 representative data and BN-recalibration batches.
         calib_samples: calibration images used.
         int8_io: int8 input/output tensors.
-        eval_data: held-out labelled data (built-in name or ``.npz`` with ``x``, ``y``) for the int8
-            accuracy delta; without it only top-1 agreement with PyTorch is reported.
+        eval_data: held-out data (built-in name: its test split; ``.npz`` with ``x``, ``y``) for the
+            gates; default: the test split of a built-in ``calib_data``, else ``digits``' test split.
+        eval_samples: evaluation images used.
         max_int8_drop: fail when int8 top-1 is more than this many points below float.
+        min_int8_agreement: fail when int8 top-1 agrees with float on fewer evaluation images.
         recalibrate_bn_batches: re-estimate BatchNorm statistics on this many calibration batches of
             16 before export (for subnets taken from a supernet); 0 = no.
         target: TVM target name (:data:`hwnas.export.tvm.TARGETS`).
         tune_trials: TVM MetaSchedule trials (0 = untuned).
         lint: ``error`` | ``warn``: what an unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE does.
-        parity_samples: real images used for the parity check.
-        parity_tolerance: max abs diff of softmax outputs allowed for float artifacts.
+        parity_samples: evaluation images a TVM library is checked on (run in a fresh process).
+        parity_tolerance, float16_tolerance: max abs softmax diff allowed for float32 / float16.
+        qat_epochs: int8 only: fine-tune this many epochs with fake quantization first
+            (:mod:`hwnas.export.qat`; needs labelled training images: a built-in ``calib_data``).
+        layer_report: int8 only: add the per-layer error report (always added when a gate fails).
+        data: a prepared :class:`hwnas.export.checks.CheckData` (``hwnas search`` passes its splits).
+        preprocessing: a :class:`hwnas.export.checks.Preprocessing` (default: read from ``weights``).
 
     Returns:
         :class:`ExportResult`.
 
     Raises:
-        UnknownNameError: unknown format. ExportError: bad weights/calibration data, a failed check.
+        UnknownNameError: unknown format. ExportError: bad weights/data, a failed gate.
         hwnas.io.OutputPathError: unwritable ``out``.
     """
     from hwnas.export import checks
@@ -155,94 +154,111 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
         raise UnknownNameError("export format", fmt, FORMATS)
     if quantize is not None and fmt != "tflite":
         raise ExportError(f"--quantize applies to the tflite format only, not {fmt}")
+    if qat_epochs and quantize != "int8":
+        raise ExportError("--qat applies to --quantize int8 only")
     if lint not in ("error", "warn"):
         raise ExportError(f"lint must be 'error' or 'warn', got '{lint}'")
     out = check_output_path(out)
     result = ExportResult(path=out, format=fmt, quantize=quantize, target=target if fmt == "tvm" else None)
     t0 = time.perf_counter()
+    gates = checks.Gates(float32_tolerance=parity_tolerance, float16_tolerance=float16_tolerance,
+                         min_int8_agreement=min_int8_agreement, max_int8_drop=max_int8_drop)
 
-    # --- weights
+    # --- weights and data (through the training preprocessing)
     if torch_model is not None:
         model = torch_model.eval()
     elif weights is not None:
         model = checks.load_weights(arch, weights)
     else:
+        model = None
+    prep = preprocessing or checks.run_preprocessing(weights if torch_model is None else None)
+    if data is None:
+        data = checks.check_data(arch, calib_data, eval_data, prep=prep, calib_samples=calib_samples,
+                                 eval_samples=eval_samples, need_calib=quantize == "int8")
+    elif quantize == "int8" and data.calib is None:
+        raise ExportError("int8 export needs representative data (calibration images)")
+    result.notes.extend(data.notes)
+    result.data = data.describe
+    if model is None:
         from hwnas.nn import build_model
 
         model = build_model(arch, seed=seed)
         result.fresh_init = True
         # A fresh net's softmax is flat, so any exporter would "match" it: give the weights a
         # non-trivial function first (random BN affine + statistics), so the parity check means something.
-        checks.perturb_for_parity(model, checks.real_images(16, arch.resolution, arch.in_channels), seed=seed)
+        checks.perturb_for_parity(model, data.eval_x[:16], seed=seed)
         result.notes.append("no --weights: random weights (BatchNorm scales randomised so the parity check "
                             "compares a non-trivial function); fine for latency work, not for accuracy")
-
-    # --- data
-    calib = checks.load_calibration(calib_data, arch, calib_samples) if calib_data is not None else None
-    if quantize == "int8" and calib is None:
-        raise ExportError("int8 export needs representative data: pass --calib-data (a .npy/.npz of NHWC images "
-                          "or a built-in name: digits, mnist)")
     if recalibrate_bn_batches:
-        if calib is None:
+        if data.calib is None:
             raise ExportError("BatchNorm recalibration needs --calib-data")
         import torch
 
+        calib = data.calib
         batches = [torch.from_numpy(np.ascontiguousarray(calib[i:i + 16].transpose(0, 3, 1, 2)))
                    for i in range(0, len(calib), 16)][:recalibrate_bn_batches]
         checks.recalibrate_bn(model, batches)
         result.notes.append(f"BatchNorm statistics recalibrated on {len(batches)} batches")
-    if calib is not None and len(calib) >= parity_samples:
-        images = calib[:parity_samples]
-    else:
-        images = checks.real_images(parity_samples, arch.resolution, arch.in_channels)
+    if qat_epochs:
+        from hwnas.export.qat import qat_finetune
+
+        t = time.perf_counter()
+        before = checks.torch_probs(model, data.eval_x)
+        qat_finetune(model, data.train_x, data.train_y, epochs=qat_epochs, seed=seed)
+        after = checks.torch_probs(model, data.eval_x)
+        result.qat = {"epochs": qat_epochs, "float_accuracy_before": checks._accuracy(before, data.eval_y),
+                      "float_accuracy_after": checks._accuracy(after, data.eval_y)}
+        result.seconds["qat"] = round(time.perf_counter() - t, 3)
+        result.notes.append(f"quantization-aware fine-tuning: {qat_epochs} epoch(s) with int8 fake quantization")
+    images, labels = data.eval_x, data.eval_y
     ref = checks.torch_probs(model, images)
     result.seconds["prepare"] = round(time.perf_counter() - t0, 3)
 
     if fmt == "tflite":
-        _export_tflite(arch, model, out, result, quantize, calib, int8_io, images, ref, eval_data, eval_samples,
-                       max_int8_drop, lint, parity_tolerance)
+        _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint, layer_report)
     elif fmt == "onnx":
-        _export_onnx(model, out, result, images, ref, parity_tolerance)
+        _export_onnx(model, out, result, images, labels, ref, gates.float32_tolerance)
     else:
-        _export_tvm(model, out, result, target, tune_trials, images, ref, parity_tolerance)
+        n = min(len(images), parity_samples)
+        _export_tvm(model, out, result, target, tune_trials, images[:n], ref[:n], gates.float32_tolerance)
     if result.path.exists():
         result.size_bytes = result.path.stat().st_size
     return result
 
 
-def _export_tflite(arch, model, out, result, quantize, calib, int8_io, images, ref, eval_data, eval_samples,
-                   max_int8_drop, lint_mode, tol):
+def _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint_mode, layer_report):
     from hwnas.export import checks, tflite
     from hwnas.export.keras import keras_model
     from hwnas.io import atomic_write_bytes
 
     t = time.perf_counter()
     km = keras_model(arch, model)
-    data = tflite.convert(km, quantize=quantize, representative_data=calib, int8_io=int8_io)
+    data_bytes = tflite.convert(km, quantize=quantize, representative_data=data.calib, int8_io=int8_io)
     result.seconds["convert"] = round(time.perf_counter() - t, 3)
-    report = tflite.lint(data, tflite.expected_suspect_ops(arch, quantize, int8_io), strict=lint_mode == "error")
+    report = tflite.lint(data_bytes, tflite.expected_suspect_ops(arch, quantize, int8_io),
+                         strict=lint_mode == "error")
     result.ops, result.lint = report.ops, report.to_dict()
     t = time.perf_counter()
-    probs = tflite.run_tflite(data, images)
-    rep = checks.parity("tflite", ref, probs, tol if quantize is None else None)
+    images, labels = data.eval_x, data.eval_y
+    probs = tflite.run_tflite(data_bytes, images)
+    rep = checks.parity("tflite", ref, probs, gates.tolerance(quantize), labels)
     result.parity = rep.to_dict()
     if quantize == "int8":
-        held = _labelled(eval_data, arch, eval_samples)
-        if held is not None:
-            x, y = held
-            q = checks.quant_report(checks.torch_probs(model, x), tflite.run_tflite(data, x), y,
-                                    max_drop_points=max_int8_drop)
-            result.quant = q.to_dict()
-            checks.check(q)
-        else:
-            result.notes.append("no --eval-data: int8 accuracy delta not measured (top-1 agreement with PyTorch "
-                                "on the parity images is in 'parity')")
+        q = checks.quant_report(ref, probs, labels, max_drop_points=gates.max_int8_drop,
+                                min_agreement=gates.min_int8_agreement, accuracy_gate=not result.fresh_init)
+        if q.accuracy_gate == "skipped" and not result.fresh_init and labels is None:
+            result.notes.append("unlabelled evaluation data: int8 accuracy not measured (agreement gate only)")
+        if layer_report or not q.ok:
+            q.layers = checks.layer_errors(km, data.calib, images[:32])
+        result.quant = q.to_dict()
+        result.seconds["check"] = round(time.perf_counter() - t, 3)
+        checks.check(q)
     result.seconds["check"] = round(time.perf_counter() - t, 3)
     checks.check(rep)
-    atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data_bytes)
 
 
-def _export_onnx(model, out, result, images, ref, tol):
+def _export_onnx(model, out, result, images, labels, ref, tol):
     from collections import Counter
 
     import onnx
@@ -251,12 +267,15 @@ def _export_onnx(model, out, result, images, ref, tol):
     from hwnas.export.onnx import onnx_bytes, run_onnx
     from hwnas.io import atomic_write_bytes
 
+    from hwnas.export.tflite import quiet
+
     t = time.perf_counter()
-    data = onnx_bytes(model, dynamo=True)
+    with quiet():
+        data = onnx_bytes(model, dynamo=True)
     result.seconds["convert"] = round(time.perf_counter() - t, 3)
     result.ops = dict(sorted(Counter(n.op_type for n in onnx.load_from_string(data).graph.node).items()))
     t = time.perf_counter()
-    rep = checks.parity("onnxruntime", ref, run_onnx(data, images.transpose(0, 3, 1, 2)), tol)
+    rep = checks.parity("onnxruntime", ref, run_onnx(data, images.transpose(0, 3, 1, 2)), tol, labels)
     result.parity = rep.to_dict()
     result.seconds["check"] = round(time.perf_counter() - t, 3)
     checks.check(rep)

@@ -157,11 +157,177 @@ def resize_images(images_nhwc: np.ndarray, resolution: int) -> np.ndarray:
     return t.numpy().transpose(0, 2, 3, 1)
 
 
-def load_calibration(ref: str | Path, arch: ArchSpec, n: int = 64) -> np.ndarray:
+#: Built-in names accepted by ``--calib-data``/``--eval-data`` and the :mod:`hwnas.search.data` dataset
+#: each one loads (``mnist`` is the ``mnist5k`` the search uses by default).
+BUILTIN_DATASETS = {"digits": "digits", "mnist": "mnist5k", "mnist5k": "mnist5k"}
+
+
+@dataclass
+class Preprocessing:
+    """How a model's input is made from raw ``[0, 1]`` pixels: bilinear resize, then per-channel
+    ``(x - mean) / std`` — the transform of :func:`hwnas.search.data.load_data`.
+
+    Attributes:
+        mean, std: per-channel normalisation (``None``: the data's own train-split statistics, as
+            :func:`~hwnas.search.data.load_data` computes them).
+        source: where ``mean``/``std`` came from (``RUN/model.pt``, ``RUN/config.yaml``, ``data``).
+        data, seed, limit: the dataset, split seed and image limit the run trained with (from the
+            run's ``config.yaml``); a built-in name that loads the same dataset reuses them, so the
+            evaluation images are the run's own test split.
+    """
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    source: str = "data"
+    data: str | None = None
+    seed: int = 0
+    limit: int | None = None
+
+
+def run_preprocessing(weights: str | Path | None) -> Preprocessing:
+    """The training preprocessing of a run, read from ``model.pt`` (``data_mean``/``data_std``) and the
+    ``config.yaml`` beside it (dataset, seed, image limit); a plain state dict gives the default.
+
+    Raises:
+        ExportError: ``data_mean``/``data_std`` present but malformed.
+    """
+    prep = Preprocessing()
+    if weights is None or isinstance(weights, dict):
+        return prep
+    path = Path(weights)
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # load_weights reports unreadable files
+        state = None
+    cfg_path = path.parent / "config.yaml"
+    cfg: dict[str, Any] = {}
+    if cfg_path.is_file():
+        try:
+            from hwnas.io import load_structured
+
+            cfg = load_structured(cfg_path) or {}
+        except Exception:
+            cfg = {}
+    mean = std = None
+    if isinstance(state, dict) and state.get("data_mean") is not None:
+        mean, std, prep.source = state.get("data_mean"), state.get("data_std"), str(path)
+    elif cfg.get("data_mean") is not None:
+        mean, std, prep.source = cfg.get("data_mean"), cfg.get("data_std"), str(cfg_path)
+    if mean is not None:
+        try:
+            prep.mean, prep.std = [float(v) for v in mean], [float(v) for v in std]
+        except (TypeError, ValueError):
+            raise ExportError(f"{prep.source}: data_mean/data_std must be lists of numbers") from None
+        if len(prep.mean) != len(prep.std) or any(s <= 0 for s in prep.std):
+            raise ExportError(f"{prep.source}: data_mean/data_std must have equal lengths and std > 0")
+    search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
+    if search:
+        prep.data, prep.seed, prep.limit = search.get("data"), int(search.get("seed") or 0), search.get("data_limit")
+    return prep
+
+
+@dataclass
+class CheckData:
+    """The images every export check uses, in the model's input layout (float32 NHWC, preprocessed).
+
+    ``calib`` feeds int8 calibration and BN recalibration; ``eval_x``/``eval_y`` the parity and int8
+    gates (disjoint from ``calib``; ``eval_y`` None when unlabelled); ``train_x``/``train_y`` the
+    labelled training images of ``--qat`` (None when the data has no labels).
+    """
+
+    calib: np.ndarray | None
+    eval_x: np.ndarray
+    eval_y: np.ndarray | None = None
+    train_x: np.ndarray | None = None
+    train_y: np.ndarray | None = None
+    describe: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _normalise(x_nchw: np.ndarray, bundle_mean, bundle_std, prep: Preprocessing, channels: int) -> np.ndarray:
+    """Undo a bundle's normalisation, match ``channels`` and apply ``prep``'s (or the bundle's); → NHWC."""
+    bm = np.asarray(bundle_mean, np.float32).reshape(1, -1, 1, 1)
+    bs = np.asarray(bundle_std, np.float32).reshape(1, -1, 1, 1)
+    raw = x_nchw * bs + bm
+    if raw.shape[1] != channels:
+        if raw.shape[1] == 1:
+            raw = np.repeat(raw, channels, axis=1)
+        elif channels == 1:
+            raw = raw.mean(axis=1, keepdims=True)
+        else:
+            raise ExportError(f"data has {raw.shape[1]} channels, the architecture takes {channels}")
+    if prep.mean is not None:
+        m, s = np.asarray(prep.mean, np.float32), np.asarray(prep.std, np.float32)
+    else:  # the data's own train-split statistics, per channel of the architecture's input
+        m = bm.ravel() if bm.size == channels else np.full(channels, bm.mean(), np.float32)
+        s = bs.ravel() if bs.size == channels else np.full(channels, bs.mean(), np.float32)
+    if m.size not in (1, channels):
+        raise ExportError(f"{prep.source}: normalisation has {m.size} channels, the architecture takes {channels}")
+    out = (raw - m.reshape(1, -1, 1, 1)) / s.reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1), dtype=np.float32)
+
+
+def builtin_data(name: str, arch: ArchSpec, prep: Preprocessing | None = None):
+    """A built-in dataset split as in training: ``(train (x, y), test (x, y), describe)``, NHWC.
+
+    Loaded by :func:`hwnas.search.data.load_data` at ``arch.resolution`` (same bilinear resize), then
+    normalised with ``prep`` (the run's ``data_mean``/``data_std``); when ``prep`` names the same
+    dataset, its split seed and limit are reused, so ``test`` is the run's own test split. ``train``
+    and ``test`` never share an image.
+    """
+    from hwnas.search.data import load_data
+
+    prep = prep or Preprocessing()
+    key = BUILTIN_DATASETS[name]
+    same = prep.data is not None and BUILTIN_DATASETS.get(str(prep.data), prep.data) == key
+    bundle = load_data(key, resolution=arch.resolution, seed=prep.seed if same else 0,
+                       limit=prep.limit if same else None)
+
+    def split(s):
+        return _normalise(s.x.numpy(), bundle.mean, bundle.std, prep, arch.in_channels), s.y.numpy()
+
+    how = (f"{key} at {arch.resolution}px, normalised with "
+           + (f"{prep.source}'s mean/std" if prep.mean is not None else "its train split's mean/std"))
+    return split(bundle.train), split(bundle.test), how
+
+
+def _load_array_file(ref: str, arch: ArchSpec, what: str, labelled: bool):
+    path = Path(ref)
+    if not path.is_file():
+        raise ExportError(f"{what} '{ref}': no such file and not a built-in name ({', '.join(BUILTIN_IMAGES)})")
+    shape = (arch.resolution, arch.resolution, arch.in_channels)
+    try:
+        data = np.load(path, allow_pickle=False)
+        y = None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            keys = list(data.keys())
+            key = next((k for k in ("x", "images") if k in keys), keys[0] if keys else None)
+            if key is None:
+                raise ExportError(f"{path}: empty .npz")
+            y = np.asarray(data["y"]) if "y" in keys else None
+            data = data[key]
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f"{path}: cannot read {what} ({type(err).__name__})") from None
+    x = np.asarray(data)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise ExportError(f"{path}: {what} has shape {tuple(x.shape)}; the architecture needs "
+                          f"(N, {', '.join(map(str, shape))}) float NHWC")
+    if labelled and (y is None or len(y) != len(x)):
+        raise ExportError(f"{ref}: evaluation data must be a built-in name or an .npz with arrays 'x' (N,R,R,C) "
+                          "and 'y' (N,)")
+    return x.astype(np.float32), (None if y is None else y.astype(np.int64))
+
+
+def load_calibration(ref: str | Path, arch: ArchSpec, n: int = 64, prep: Preprocessing | None = None) -> np.ndarray:
     """Calibration images for ``arch`` from a built-in name or a ``.npy``/``.npz`` file.
 
-    A file holds float NHWC images ``(N, R, R, C)`` matching the architecture's input (an ``.npz``:
-    its first array, or the one called ``x``/``images``). Built-in names: see :func:`real_images`.
+    A file holds float NHWC images ``(N, R, R, C)`` already preprocessed for the architecture (an
+    ``.npz``: its first array, or the one called ``x``/``images``). A built-in name (``digits``,
+    ``mnist``) gives the train split of :func:`builtin_data` (the training preprocessing).
 
     Returns:
         ``(min(n, N), R, R, C)`` float32 NHWC.
@@ -169,31 +335,100 @@ def load_calibration(ref: str | Path, arch: ArchSpec, n: int = 64) -> np.ndarray
     Raises:
         ExportError: unknown name, unreadable file, or images of the wrong shape.
     """
-    shape = (arch.resolution, arch.resolution, arch.in_channels)
     ref_s = str(ref)
-    if ref_s in BUILTIN_IMAGES:
-        return real_images(n, arch.resolution, arch.in_channels, source=ref_s)
-    path = Path(ref_s)
-    if not path.is_file():
-        raise ExportError(f"calibration data '{ref_s}': no such file and not a built-in name "
-                          f"({', '.join(BUILTIN_IMAGES)})")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            keys = list(data.keys())
-            key = next((k for k in ("x", "images") if k in keys), keys[0] if keys else None)
-            if key is None:
-                raise ExportError(f"{path}: empty .npz")
-            data = data[key]
-    except ExportError:
-        raise
-    except Exception as err:
-        raise ExportError(f"{path}: cannot read calibration data ({type(err).__name__})") from None
-    data = np.asarray(data)
-    if data.ndim != 4 or tuple(data.shape[1:]) != shape:
-        raise ExportError(f"{path}: calibration data has shape {tuple(data.shape)}; the architecture needs "
-                          f"(N, {', '.join(map(str, shape))}) float NHWC")
-    return data[:n].astype(np.float32)
+    if ref_s in BUILTIN_DATASETS:
+        return builtin_data(ref_s, arch, prep)[0][0][:n]
+    return _load_array_file(ref_s, arch, "calibration data", labelled=False)[0][:n]
+
+
+def check_data(arch: ArchSpec, calib: str | Path | None, evaluation: str | Path | None, *,
+               prep: Preprocessing | None = None, calib_samples: int = 64, eval_samples: int = 200,
+               need_calib: bool = False) -> CheckData:
+    """The calibration and evaluation images of one export, through the training preprocessing.
+
+    * a built-in name (``digits``, ``mnist``): calibration from the train split, evaluation from the
+      test split (:func:`builtin_data`, normalised as the run was);
+    * a file: used as given (already preprocessed); an evaluation image that is also a calibration
+      image is dropped; without ``evaluation``, the last quarter of a calibration file is held out;
+    * no evaluation source otherwise: the ``digits`` test split.
+
+    Raises:
+        ExportError: unknown name, bad file, no evaluation image left after removing overlaps.
+    """
+    prep = prep or Preprocessing()
+    notes: list[str] = []
+    calib_x = train = held = None
+    how: list[str] = []
+    cache: dict[str, Any] = {}
+
+    def builtin(name):
+        if name not in cache:
+            cache[name] = builtin_data(name, arch, prep)
+        return cache[name]
+
+    if calib is not None:
+        if str(calib) in BUILTIN_DATASETS:
+            (tx, ty), _, h = builtin(str(calib))
+            train, calib_x = (tx, ty), tx[:calib_samples]
+            how.append(f"calibration: {len(calib_x)} train images of {h}")
+        else:
+            x, y = _load_array_file(str(calib), arch, "calibration data", labelled=False)
+            calib_x = x[:calib_samples]
+            if evaluation is None and len(x) >= 8:  # hold out the last quarter for the checks
+                keep = len(x) - max(2, len(x) // 4)
+                calib_x = x[:min(keep, calib_samples)]
+                held = (x[keep:], None if y is None else y[keep:])
+                notes.append(f"no --eval-data: the last {len(x) - keep} images of {calib} are held out for the "
+                             "checks (not used for calibration)")
+            if y is not None:
+                train = (x, y)
+            how.append(f"calibration: {len(calib_x)} images of {calib}")
+    elif need_calib:
+        raise ExportError("int8 export needs representative data: pass --calib-data (a .npy/.npz of NHWC images "
+                          "or a built-in name: digits, mnist)")
+    if evaluation is None and calib is not None and str(calib) in BUILTIN_DATASETS:
+        evaluation = calib
+    if evaluation is None and held is not None:
+        ex, ey = held  # the held-out part of the calibration file
+    elif evaluation is None:
+        _, (ex, ey), h = builtin("digits")
+        how.append(f"evaluation: digits test split ({h})")
+    elif str(evaluation) in BUILTIN_DATASETS:
+        _, (ex, ey), h = builtin(str(evaluation))
+        how.append(f"evaluation: test split of {h}")
+    else:
+        ex, ey = _load_array_file(str(evaluation), arch, "evaluation data", labelled=True)
+        how.append(f"evaluation: {evaluation}")
+    ex, ey = ex[:eval_samples], None if ey is None else ey[:eval_samples]
+    if calib_x is not None:
+        seen = {img.tobytes() for img in calib_x}
+        keep = np.array([img.tobytes() not in seen for img in ex], bool)
+        if not keep.all():
+            notes.append(f"{int((~keep).sum())} evaluation images that are also calibration images were dropped")
+            ex, ey = ex[keep], None if ey is None else ey[keep]
+        if len(ex) == 0:
+            raise ExportError("no evaluation image left: every evaluation image is also a calibration image; "
+                              "pass --eval-data with held-out images")
+    return CheckData(calib_x, ex, ey, None if train is None else train[0], None if train is None else train[1],
+                     "; ".join(how), notes)
+
+
+def bundle_check_data(bundle, calib_samples: int = 200, eval_samples: int = 10000,
+                      train_samples: int = 0) -> CheckData:
+    """:class:`CheckData` of a :class:`hwnas.search.data.DataBundle` (already preprocessed as in training):
+    the first ``calib_samples`` train images for calibration, up to ``eval_samples`` test images for the
+    gates, and ``train_samples`` labelled train images for ``--qat`` (0: none)."""
+    def nhwc(t):
+        return np.ascontiguousarray(t.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
+
+    n_train = max(calib_samples, train_samples)
+    tx, ty = bundle.train.tensors(n_train)
+    ex, ey = bundle.test.tensors(eval_samples)
+    tx = nhwc(tx)
+    return CheckData(tx[:calib_samples], nhwc(ex), ey.numpy(), tx if train_samples else None,
+                     ty.numpy() if train_samples else None,
+                     f"{bundle.name}: calibration {min(calib_samples, len(tx))} train images, "
+                     f"evaluation {len(ey)} test images")
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -204,27 +439,54 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def torch_probs(model, images_nhwc: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Softmax outputs ``(N, classes)`` of a PyTorch NCHW model on NHWC images."""
+    """Softmax outputs ``(N, classes)`` of a PyTorch NCHW model on NHWC images (on the model's device)."""
     import torch
 
     outs = []
     model.eval()
+    p = next(model.parameters(), None)
+    dev, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
     with torch.no_grad():
         for i in range(0, len(images_nhwc), batch):
             x = torch.from_numpy(np.ascontiguousarray(images_nhwc[i:i + batch].transpose(0, 3, 1, 2)))
-            outs.append(torch.softmax(model(x), dim=-1).numpy())
+            outs.append(torch.softmax(model(x.to(dev, dtype)), dim=-1).float().cpu().numpy())
     return np.concatenate(outs)
 
 
 @dataclass
+class Gates:
+    """Pass/fail thresholds of the export checks (every format has one).
+
+    Attributes:
+        float32_tolerance: max abs diff of softmax outputs vs PyTorch, float32 artifacts.
+        float16_tolerance: the same for float16 weights (float32 compute): rounding the weights to 11
+            significant bits moves trained-net softmax outputs by ~1e-3.
+        min_int8_agreement: int8 top-1 must agree with the float model on at least this fraction of
+            the evaluation images.
+        max_int8_drop: int8 top-1 accuracy may be at most this many points below float (labelled data).
+    """
+
+    float32_tolerance: float = 1e-4
+    float16_tolerance: float = 1e-2
+    min_int8_agreement: float = 0.95
+    max_int8_drop: float = 1.0
+
+    def tolerance(self, quantize: str | None) -> float | None:
+        return {None: self.float32_tolerance, "float16": self.float16_tolerance}.get(quantize)
+
+
+@dataclass
 class ParityReport:
-    """Artifact vs PyTorch on the same inputs: max abs diff of softmax outputs and top-1 agreement."""
+    """Artifact vs PyTorch on the same inputs: max abs diff of softmax outputs and top-1 agreement
+    (and both accuracies when labels are known)."""
 
     backend: str
     max_abs_diff: float
     top1_agreement: float
     samples: int
     tolerance: float | None = None
+    reference_accuracy: float | None = None
+    accuracy: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -233,67 +495,170 @@ class ParityReport:
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "max_abs_diff": float(self.max_abs_diff),
                 "top1_agreement": float(self.top1_agreement), "samples": self.samples, "tolerance": self.tolerance,
-                "ok": self.ok}
+                "torch_accuracy": self.reference_accuracy, "accuracy": self.accuracy, "ok": self.ok}
 
 
-def parity(backend: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None) -> ParityReport:
-    """Compare two ``(N, classes)`` probability arrays."""
+def _accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    return None if labels is None else float((probs.argmax(-1) == np.asarray(labels)).mean())
+
+
+def parity(backend: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None,
+           labels: np.ndarray | None = None) -> ParityReport:
+    """Compare two ``(N, classes)`` probability arrays (softmax outputs); ``labels`` add accuracies."""
     reference, candidate = np.asarray(reference, np.float32), np.asarray(candidate, np.float32)
     if reference.shape != candidate.shape:
         raise ExportError(f"{backend}: output shape {candidate.shape} differs from PyTorch's {reference.shape}")
     diff = float(np.abs(reference - candidate).max())
     agree = float((reference.argmax(-1) == candidate.argmax(-1)).mean())
-    return ParityReport(backend, diff, agree, len(reference), tolerance)
+    return ParityReport(backend, diff, agree, len(reference), tolerance, _accuracy(reference, labels),
+                        _accuracy(candidate, labels))
+
+
+def near_chance(accuracy: float, classes: int, samples: int) -> bool:
+    """Whether a top-1 ``accuracy`` on ``samples`` images is indistinguishable from guessing among
+    ``classes``: below chance + max(5 points, 3 binomial standard deviations)."""
+    chance = 1.0 / max(1, classes)
+    sigma = float(np.sqrt(chance * (1 - chance) / max(1, samples)))
+    return accuracy < chance + max(0.05, 3 * sigma)
 
 
 @dataclass
 class QuantReport:
-    """int8 vs float on held-out labelled data: accuracies (fractions), their delta in points, agreement."""
+    """int8 vs float on held-out data: agreement gate, accuracy gate (labelled data), per-layer errors.
 
-    float_accuracy: float
-    int8_accuracy: float
+    ``accuracy_gate`` is ``passed`` | ``failed`` | ``refused`` (float accuracy near chance: the gate
+    cannot vouch for anything) | ``skipped`` (no labels, or random weights).
+    """
+
+    float_accuracy: float | None
+    int8_accuracy: float | None
     top1_agreement: float
     samples: int
     max_drop_points: float | None = None
+    min_agreement: float | None = None
+    accuracy_gate: str = "skipped"
+    message: str = ""
+    layers: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def drop_points(self) -> float:
+    def drop_points(self) -> float | None:
         """Accuracy drop in percentage points (positive = int8 worse)."""
+        if self.float_accuracy is None or self.int8_accuracy is None:
+            return None
         return 100.0 * (self.float_accuracy - self.int8_accuracy)
 
     @property
+    def agreement_ok(self) -> bool:
+        return self.min_agreement is None or self.top1_agreement >= self.min_agreement
+
+    @property
     def ok(self) -> bool:
-        return self.max_drop_points is None or self.drop_points <= self.max_drop_points
+        return self.agreement_ok and self.accuracy_gate not in ("failed", "refused")
 
     def to_dict(self) -> dict[str, Any]:
         return {"float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
                 "drop_points": self.drop_points, "top1_agreement": self.top1_agreement, "samples": self.samples,
-                "max_drop_points": self.max_drop_points, "ok": self.ok, **self.extra}
+                "max_drop_points": self.max_drop_points, "min_agreement": self.min_agreement,
+                "accuracy_gate": self.accuracy_gate, "message": self.message, "ok": self.ok,
+                "worst_layers": self.layers, **self.extra}
 
 
-def quant_report(float_probs: np.ndarray, int8_probs: np.ndarray, labels: np.ndarray, *,
-                 max_drop_points: float | None = 1.0) -> QuantReport:
-    """Top-1 accuracy of float and int8 outputs on ``labels`` and their agreement.
+def quant_report(float_probs: np.ndarray, int8_probs: np.ndarray, labels: np.ndarray | None, *,
+                 max_drop_points: float | None = 1.0, min_agreement: float | None = None,
+                 accuracy_gate: bool = True) -> QuantReport:
+    """Top-1 agreement of int8 with float and, with ``labels``, both accuracies and the accuracy gate.
 
-    Raises nothing; check :attr:`QuantReport.ok` (or use :func:`check_quant`).
+    The accuracy gate is *refused* (``ok`` False, with a message) when the float accuracy is near
+    chance (:func:`near_chance`): a drop of 0 points between two chance-level models proves nothing,
+    and it usually means the evaluation data is not preprocessed as the training data was.
+    ``accuracy_gate=False`` (random weights) skips it. Raises nothing; see :func:`check`.
     """
-    labels = np.asarray(labels)
-    fa = float((float_probs.argmax(-1) == labels).mean())
-    qa = float((int8_probs.argmax(-1) == labels).mean())
+    float_probs, int8_probs = np.asarray(float_probs), np.asarray(int8_probs)
     agree = float((float_probs.argmax(-1) == int8_probs.argmax(-1)).mean())
-    return QuantReport(fa, qa, agree, len(labels), max_drop_points)
+    fa, qa = _accuracy(float_probs, labels), _accuracy(int8_probs, labels)
+    rep = QuantReport(fa, qa, agree, len(float_probs), max_drop_points, min_agreement)
+    if fa is None or max_drop_points is None or not accuracy_gate:
+        rep.accuracy_gate = "skipped"
+    elif near_chance(fa, float_probs.shape[-1], len(float_probs)):
+        rep.accuracy_gate = "refused"
+        rep.message = (f"float top-1 {fa:.4f} on {len(float_probs)} evaluation images is near chance "
+                       f"({1 / float_probs.shape[-1]:.3f}): the accuracy gate cannot vouch for the int8 model; "
+                       "the weights are untrained or the evaluation data is not preprocessed as in training")
+    elif rep.drop_points > max_drop_points:
+        rep.accuracy_gate = "failed"
+    else:
+        rep.accuracy_gate = "passed"
+    return rep
 
 
 def check(report: ParityReport | QuantReport) -> None:
-    """Raise :class:`ExportError` when a report is over its threshold."""
+    """Raise :class:`ExportError` when a report fails its gate (naming the worst int8 layers if known)."""
     if report.ok:
         return
     if isinstance(report, ParityReport):
         raise ExportError(f"{report.backend} parity failed: max abs diff {report.max_abs_diff:.3g} > "
                           f"{report.tolerance:g} on {report.samples} images")
-    raise ExportError(f"int8 accuracy drop {report.drop_points:.2f} points > {report.max_drop_points:g} "
-                      f"(float {report.float_accuracy:.4f}, int8 {report.int8_accuracy:.4f}, {report.samples} images)")
+    parts = []
+    if not report.agreement_ok:
+        parts.append(f"int8 top-1 agrees with float on {report.top1_agreement:.3f} of {report.samples} evaluation "
+                     f"images < {report.min_agreement:g}")
+    if report.accuracy_gate == "failed":
+        parts.append(f"int8 accuracy drop {report.drop_points:.2f} points > {report.max_drop_points:g} "
+                     f"(float {report.float_accuracy:.4f}, int8 {report.int8_accuracy:.4f})")
+    if report.accuracy_gate == "refused":
+        parts.append(report.message)
+    if report.layers:
+        parts.append("worst layers (RMSE/scale): " + ", ".join(f"{l['layer']} {l['rmse_over_scale']:.2f}"
+                                                              for l in report.layers[:3]))
+    raise ExportError("int8 check failed: " + "; ".join(parts))
+
+
+def layer_errors(keras_model, calib: np.ndarray, images: np.ndarray, top: int = 5) -> list[dict[str, Any]]:
+    """Per-layer int8 error of the model, worst first, from LiteRT's quantization debugger
+    (``tf.lite.experimental.QuantizationDebugger``): every quantized op output is compared with its
+    float value on ``images``.
+
+    Ranked by RMSE / quantization scale — the debugger documentation's metric: ≈ 0.29 (= 1/√12, pure
+    rounding noise) for a well-quantized tensor, much larger where clipping or a bad range hurts.
+
+    Returns:
+        Up to ``top`` dicts: ``layer`` (the Keras layer), ``op``, ``rmse_over_scale``, ``rmse``,
+        ``max_abs_error``, ``scale``.
+    """
+    import tensorflow as tf
+
+    from hwnas.export.tflite import quiet
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([s[None].astype(np.float32)] for s in calib)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with quiet():
+        dbg = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([s[None].astype(np.float32)] for s in images))
+        dbg.run()
+        import io
+
+        buf = io.StringIO()
+        dbg.layer_statistics_dump(buf)
+    import csv
+
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        try:
+            mse, scale = float(r["mean_squared_error"]), float(r["scale"])
+        except (KeyError, ValueError):
+            continue
+        name = r.get("tensor_name", "").split(";")[0]
+        layer = name.split("/")[1] if "/" in name else name
+        if layer.endswith("_1"):
+            layer = layer[:-2]
+        rmse = float(np.sqrt(max(mse, 0.0)))
+        rows.append({"layer": layer, "op": r.get("op_name"), "rmse_over_scale": rmse / scale if scale > 0 else 0.0,
+                     "rmse": rmse, "max_abs_error": float(r.get("max_abs_error") or 0), "scale": scale})
+    rows.sort(key=lambda d: -d["rmse_over_scale"])
+    return rows[:top]
 
 
 def perturb_for_parity(model, images_nhwc: np.ndarray, *, seed: int = 0, logit_std: float = 2.0,
@@ -332,4 +697,5 @@ def perturb_for_parity(model, images_nhwc: np.ndarray, *, seed: int = 0, logit_s
 
 __all__ = ["load_weights", "recalibrate_bn", "real_images", "resize_images", "load_calibration", "torch_probs",
            "parity", "ParityReport", "quant_report", "QuantReport", "check", "perturb_for_parity", "softmax",
-           "BUILTIN_IMAGES"]
+           "BUILTIN_IMAGES", "BUILTIN_DATASETS", "Preprocessing", "run_preprocessing", "CheckData", "check_data",
+           "bundle_check_data", "builtin_data", "Gates", "near_chance", "layer_errors"]

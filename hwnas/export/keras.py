@@ -39,7 +39,10 @@ BN_EPS = 1e-5
 
 
 def _keras():
-    import keras
+    from hwnas.export.tflite import quiet
+
+    with quiet():  # TensorFlow's import logs (oneDNN notice, absl pre-init warnings)
+        import keras
 
     if keras.backend.backend() != "tensorflow":  # pragma: no cover - environment guard
         raise ExportError(f"the TFLite route needs the Keras TensorFlow backend, got '{keras.backend.backend()}' "

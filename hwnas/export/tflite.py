@@ -30,6 +30,66 @@ QUANTIZE_MODES = (None, "float16", "int8")
 SUSPECT_OPS = ("TRANSPOSE", "RESHAPE", "PAD", "DEQUANTIZE")
 
 
+#: Where :func:`quiet` sends TensorFlow/LiteRT/ONNX chatter (None: discarded); see :func:`log_to`.
+_LOG_FILE: Path | None = None
+
+
+def log_to(path: str | Path | None) -> None:
+    """Send the native libraries' log output of later :func:`quiet` blocks to ``path`` (appended; None:
+    discard). ``hwnas search`` points it at ``RUN/export.log``."""
+    global _LOG_FILE
+    _LOG_FILE = None if path is None else Path(path)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence TensorFlow, LiteRT and ONNX chatter for the block: C++ logs and prints written to the
+    stdout/stderr file descriptors (``INFO: Created TensorFlow Lite XNNPACK delegate``,
+    ``fully_quantize: 0 …``), Python warnings and absl/TF loggers go to the file set by
+    :func:`log_to` (or nowhere), never into the terminal or its progress bars. Re-entrant."""
+    import logging
+    import sys
+
+    if getattr(quiet, "_depth", 0):
+        yield
+        return
+    quiet._depth = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    target = open(_LOG_FILE, "ab") if _LOG_FILE is not None else open(os.devnull, "wb")
+    saved = []
+    for fd in (1, 2):
+        try:
+            saved.append((fd, os.dup(fd)))
+            os.dup2(target.fileno(), fd)
+        except OSError:
+            pass
+    loggers = [logging.getLogger(n) for n in ("absl", "tensorflow", "onnxruntime", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        for fd, dup in saved:
+            os.dup2(dup, fd)
+            os.close(dup)
+        target.close()
+        quiet._depth = 0
+
+
 def convert(keras_model: Any, *, quantize: str | None = None, representative_data: Iterable[np.ndarray] | np.ndarray |
             None = None, int8_io: bool = False, route: str = "keras") -> bytes:
     """Convert a Keras model to a ``.tflite`` flatbuffer.
@@ -54,7 +114,8 @@ def convert(keras_model: Any, *, quantize: str | None = None, representative_dat
         ExportError: unknown ``quantize`` mode, missing/ill-shaped representative data, or a
             converter failure.
     """
-    import tensorflow as tf
+    with quiet():
+        import tensorflow as tf
 
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"unknown quantization '{quantize}'; expected one of float16, int8 (or none)")
@@ -96,9 +157,9 @@ def convert(keras_model: Any, *, quantize: str | None = None, representative_dat
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        # Keras' export step prints every captured variable to stdout: keep the CLI's output clean.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        # Keras' export step prints every captured variable to stdout, the converter its MLIR passes
+        # to stderr: keep the CLI's output clean.
+        with quiet():
             return bytes(converter.convert())
     except Exception as err:  # converter errors are plain Exceptions with long MLIR dumps
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -131,9 +192,13 @@ def _interpreter(model: bytes | str | Path, threads: int = 1, delegates: bool = 
     kwargs: dict[str, Any] = {"num_threads": int(threads)}
     if not delegates:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if isinstance(model, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(model), **kwargs)
-    return Interpreter(model_path=str(model), **kwargs)
+    with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        if isinstance(model, (bytes, bytearray)):
+            interp = Interpreter(model_content=bytes(model), **kwargs)
+        else:
+            interp = Interpreter(model_path=str(model), **kwargs)
+        interp.allocate_tensors()
+    return interp
 
 
 def op_counts(tflite: bytes | str | Path) -> dict[str, int]:
@@ -298,4 +363,4 @@ def lint(tflite: bytes | str | Path, expected: dict[str, int] | None = None, *, 
 
 
 __all__ = ["convert", "op_counts", "op_list", "run_tflite", "time_tflite", "random_input", "lint", "LintReport", "expected_suspect_ops",
-           "QUANTIZE_MODES", "SUSPECT_OPS"]
+           "QUANTIZE_MODES", "SUSPECT_OPS", "quiet", "log_to"]

@@ -48,10 +48,18 @@ class BlockPrediction:
     latency_ms: float
     energy_mj: float | None
     source: str
+    energy_source: str | None = None
+
+    @property
+    def energy(self):
+        """:class:`hwnas.latency.energy.EnergyEstimate` of this layer (value, source, declared)."""
+        from hwnas.latency.energy import EnergyEstimate
+
+        return EnergyEstimate.of(self.energy_mj, self.energy_source)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "key": self.key, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
-                "source": self.source}
+                "energy_source": self.energy_source, "energy_declared": self.energy.declared, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,22 @@ class Prediction:
                 f"{len(self.fallback)} fallback-priced key(s) (nearest key scaled by MACs), not from measurements of "
                 f"those ops; measure them with hwnas profile --device {self.device}")
 
+    @property
+    def energy(self):
+        """:class:`hwnas.latency.energy.EnergyEstimate`: value, source and whether it is ``declared`` (a
+        power model × latency, not measured)."""
+        from hwnas.latency.energy import EnergyEstimate
+
+        return EnergyEstimate.of(self.energy_mj, [b.energy_source for b in self.per_block] or self.energy_source)
+
+    @property
+    def energy_declared(self) -> bool:
+        return self.energy.declared
+
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
-                "energy_source": self.energy_source, "provenance": self.provenance, "fidelity": self.fidelity,
+                "energy_source": self.energy_source, "energy_declared": self.energy_declared,
+                "energy": self.energy.to_dict(), "provenance": self.provenance, "fidelity": self.fidelity,
                 "warnings": self.warnings,
                 "calibration": self.calibration, "missing": self.missing, "fallback": self.fallback,
                 "fallback_share": self.fallback_share, "fallback_warning": self.fallback_warning(),
@@ -230,7 +251,9 @@ class Predictor:
             return self.scale * found.entry.energy_mj, found.entry.energy_source
         pm = self.device.power_model
         if pm is not None:
-            return pm.active_w * self.op_latency(key), f"power-model: declared {pm.active_w} W"
+            from hwnas.latency.energy import declared_source
+
+            return pm.active_w * self.op_latency(key), declared_source(pm.active_w)
         return None, None
 
     # ------------------------------------------------------------------ models
@@ -267,7 +290,7 @@ class Predictor:
             if esrc and esrc != "identity":
                 sources.add(esrc.split(":")[0])
             energies.append(e)
-            blocks.append(BlockPrediction(layer.name, str(key), self.scale * raw, e, source))
+            blocks.append(BlockPrediction(layer.name, str(key), self.scale * raw, e, source, esrc))
         latency = sum(b.latency_ms for b in blocks) + self.offset_ms
         energy = None if any(e is None for e in energies) else sum(energies)
         if energy is not None and self.offset_ms and self.device.power_model:

@@ -662,8 +662,12 @@ class SampleSearcher(Searcher):
             result.extra["plots"] = [str(plot_front(pts, run.plots / "pareto_latency.png", limit=limit_ms,
                                                     best=best_i, title=f"{self.name}: accuracy vs latency"))]
             if any(e.energy_mj is not None for e in history):
+                from hwnas.latency.energy import energy_of
+
+                est = energy_of(getattr(evaluator, "predictor", None), space, history[best_i].choices)
+                what = "declared energy (power model × latency, not measured)" if est and est.declared else "energy"
                 result.extra["plots"].append(str(plot_front(pts, run.plots / "pareto_energy.png", x="energy",
-                                                            best=best_i, title=f"{self.name}: accuracy vs energy")))
+                                                            best=best_i, title=f"{self.name}: accuracy vs {what}")))
         return result
 
 

@@ -152,6 +152,33 @@ def reference_latency(predictor, space, data=None) -> float:
     return predictor.predict(reference_arch(space)).latency_ms
 
 
+def check_energy_objective(objective: str | None, predictor, space, device) -> None:
+    """Refuse an ``energy`` cost the target cannot tell apart from latency.
+
+    Raises:
+        ConfigError: the objective names energy and the device's energy is unknown, or is its declared
+            power model (``energy = active_w × latency``: exactly proportional to latency, so a second
+            objective that adds nothing; the message names the power model).
+    """
+    import random
+
+    names = [p.strip().lower() for p in (objective or "").split(",")]
+    if not any(n in ("energy", "energy_mj") for n in names):
+        return
+    pred = predictor.predict(space.decode(space.sample(random.Random(0))))
+    energy = pred.energy
+    if energy.value_mj is None:
+        raise ConfigError(f"--objective {objective}: target '{device.name}' has no energy (no measured energy in its "
+                          f"tables and no power model in devices/{device.name}.yaml); drop 'energy'")
+    if energy.declared:
+        pm = device.power_model
+        note = f" ({pm.note})" if pm is not None and pm.note else ""
+        raise ConfigError(f"--objective {objective}: energy on '{device.name}' is its declared power model "
+                          f"({energy.source}{note}): energy = power × latency, exactly proportional to latency, so "
+                          "it is no second objective; drop 'energy', or profile the device with an energy meter "
+                          "(hwnas profile on the device) so that its tables hold measured energy")
+
+
 def _default_out(cfg: SearchConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.method}-{cfg.target}-{stamp}"
@@ -301,6 +328,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
             budget_source = (f"middle of the space's range (MobileNetV2 x{cfg.width:g} at {space.resolution}px, "
                              f"{ref:.3f} ms, is outside it)")
     check_feasible(budget_ms, (lo, hi), device.name, space.name)
+    check_energy_objective(cfg.objective, predictor, space, device)
     table = layer_latency_table(predictor, space) if hasattr(space, "slots") else None
     obj_kwargs: dict[str, Any] = {"unit_ms": log_unit(lo)}
     if cfg.objective and method == "proxyless":
@@ -436,7 +464,8 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
 
     # -- export ----------------------------------------------------------------------------------
     say("exporting .tflite")
-    export = export_tflite(arch, model, data, run.model_tflite, quantize=cfg.quantize)
+    export = export_tflite(arch, model, data, run.model_tflite, quantize=cfg.quantize,
+                           log=run.root / "export.log")
 
     # -- report ----------------------------------------------------------------------------------
     pred = predictor.predict(arch)
@@ -455,6 +484,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         "latency_budget_source": budget_source,
         "predicted_latency_ms": pred.latency_ms,
         "predicted_energy_mj": pred.energy_mj,
+        "predicted_energy": pred.energy.to_dict(),
         "latency_range_ms": [lo, hi],
         "latency_provenance": predictor.provenance,
         "within_budget": pred.latency_ms <= budget_ms * (1 + 1e-9),
@@ -470,6 +500,7 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         "test_accuracy": test_acc,
         "tflite_test_accuracy": export["tflite_test_accuracy"],
         "tflite_parity": export["parity"],
+        "tflite_int8": export["quant"],
         "quantize": cfg.quantize,
         "search_seconds": search_seconds,
         "final_train_seconds": final_seconds,
@@ -529,44 +560,31 @@ def _jsonable(v: Any) -> bool:
         return False
 
 
-def export_tflite(arch, model, data, path: Path, *, quantize: str | None = None) -> dict[str, Any]:
-    """Export ``model`` to ``.tflite`` through :mod:`hwnas.export` and check it on the test split.
+def export_tflite(arch, model, data, path: Path, *, quantize: str | None = None, log: Path | None = None,
+                  qat_epochs: int = 0) -> dict[str, Any]:
+    """Export ``model`` to ``.tflite`` through :func:`hwnas.export.export` — the same export checks as
+    ``hwnas export`` — on the run's own splits: calibration from the train split, the gates on the
+    whole test split (already preprocessed as in training).
 
-    Float32: the parity check (max |Δ softmax| vs PyTorch on the test images, tolerance 1e-4) must
-    pass. int8: full-integer with the train split as representative data; the accuracy drop vs
-    float is reported (not enforced). Returns ``tflite_test_accuracy``, ``parity`` (dict), ``ops``.
+    Gates (:class:`hwnas.export.checks.Gates` defaults): float32/float16 max abs softmax diff vs
+    PyTorch; int8 top-1 agreement with float and accuracy drop. TensorFlow/LiteRT logs go to ``log``.
+    Returns ``tflite_test_accuracy``, ``parity`` (dict), ``quant`` (int8), ``ops``, ``bytes``.
 
     Raises:
-        ExportError: float parity failed.
+        ExportError: a gate failed (the message names it; no ``.tflite`` is written).
     """
-    import numpy as np
+    from hwnas.export import checks, export
+    from hwnas.export.tflite import log_to
 
-    from hwnas.export import checks
-    from hwnas.export.keras import keras_model
-    from hwnas.export.tflite import convert, op_counts, run_tflite
-    from hwnas.io import atomic_write_bytes
-
-    km = keras_model(arch, model)
-    rep = None
-    if quantize == "int8":
-        rep = data.train.tensors(200)[0].permute(0, 2, 3, 1).numpy().astype(np.float32)
-    flat = convert(km, quantize=quantize, representative_data=rep)
-    atomic_write_bytes(path, flat)
-    probs, ref, ys = [], [], []
-    for xb, yb in data.batches("test", 256):  # streamed: the test split is never held whole
-        x = xb.permute(0, 2, 3, 1).numpy().astype(np.float32)
-        probs.append(run_tflite(path, x))
-        ref.append(checks.torch_probs(model, x))
-        ys.append(yb.numpy())
-    probs, ref, y = np.concatenate(probs), np.concatenate(ref), np.concatenate(ys)
-    acc = float((probs.argmax(-1) == y).mean())
-    if quantize is None:
-        rep_ = checks.parity("tflite", ref, probs, tolerance=1e-4)
-        checks.check(rep_)
-        parity = rep_.to_dict()
-    else:
-        parity = checks.quant_report(ref, probs, y, max_drop_points=None).to_dict()
-    return {"tflite_test_accuracy": acc, "parity": parity, "ops": op_counts(path), "bytes": len(flat)}
+    check_data = checks.bundle_check_data(data, calib_samples=200)
+    log_to(log)
+    try:
+        res = export(arch, path, fmt="tflite", torch_model=model, quantize=quantize, data=check_data, lint="warn",
+                     qat_epochs=qat_epochs, eval_samples=len(check_data.eval_x))
+    finally:
+        log_to(None)
+    return {"tflite_test_accuracy": res.parity.get("accuracy"), "parity": res.parity, "quant": res.quant,
+            "ops": res.ops, "bytes": res.size_bytes}
 
 
 def op_label(compact: str) -> str:
@@ -703,6 +721,6 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-__all__ = ["SearchConfig", "run_search", "make_space", "space_bounds", "reference_arch", "reference_latency",
-           "export_tflite",
+__all__ = ["SearchConfig", "run_search", "check_energy_objective", "make_space", "space_bounds", "reference_arch",
+           "reference_latency", "export_tflite",
            "make_plots", "summary_rows"]
