@@ -115,3 +115,33 @@ def test_scale_cli_coefficients_and_errors():
     assert res.exit_code == 2 and "exactly one" in res.output
     res = CliRunner().invoke(main, ["scale", "mobilenetv2", "--phi", "1"])
     assert res.exit_code == 0 and "scaled" in res.output
+
+
+def test_fit_to_a_latency_budget_on_pixel_is_within_one_phi_step():
+    res = CliRunner().invoke(main, ["scale", "efficientnet-b0", "--target", "pixel", "--latency-ms", "120", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["predicted_latency_ms"] <= 120 < info["next_phi_latency_ms"]  # closest under, one step above is over
+    assert info["phi"] % info["step"] == 0 and info["provenance"].startswith("estimated")
+    assert info["measured_latency_ms"] is None  # no phone here: predicted only
+    # a larger budget picks a larger phi, and the printed resolution is the scaled net's
+    res = CliRunner().invoke(main, ["scale", "efficientnet-b0", "--target", "pixel", "--latency-ms", "400", "--json"])
+    big = json.loads(res.output)
+    assert big["phi"] > info["phi"] and big["resolution"] > info["resolution"] and big["predicted_latency_ms"] <= 400
+
+
+def test_fit_refuses_an_impossible_budget_and_half_options():
+    res = CliRunner().invoke(main, ["scale", "efficientnet-b0", "--target", "pixel", "--latency-ms", "0.001"])
+    assert res.exit_code == 2 and "over the 0.001 ms budget" in res.output
+    res = CliRunner().invoke(main, ["scale", "efficientnet-b0", "--latency-ms", "10"])
+    assert res.exit_code == 2 and "needs both --target and --latency-ms" in res.output
+
+
+def test_measure_latency_only_on_a_local_tflite_device():
+    pytest.importorskip("tensorflow")
+    from hwnas.export.scaling import measure_latency
+
+    tiny = ArchSpec.from_compact("res16 in=1 stem=cn_k3_s2_c8_r6 ir_k3_e3_s1_c8_r6 head=cn_k1_s1_c32_r6 classes=10")
+    assert measure_latency(tiny, "pixel") is None
+    ms = measure_latency(tiny, "host")
+    assert ms is not None and 0 < ms < 1000

@@ -111,44 +111,86 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
 @arch_argument
 @click.option("--phi", type=float, default=None, help="Compound coefficient (EfficientNet eq. 3).")
 @click.option("--coefficients", default=None,
-              help="w,d,r: width and depth multipliers and resolution (pixels, or a multiplier if <= 8).")
+              help="w,d,r: width and depth multipliers and resolution (pixels, or a multiplier if <= 8). "
+                   "With --latency-ms: alpha,beta,gamma, the depth/width/resolution bases instead of EfficientNet's.")
 @click.option("--variant", default=None, help="EfficientNet preset b0..b7 (the published coefficients).")
 @click.option("--alpha", type=float, default=1.2, show_default=True, help="Depth base (with --phi).")
 @click.option("--beta", type=float, default=1.1, show_default=True, help="Width base (with --phi).")
 @click.option("--gamma", type=float, default=1.15, show_default=True, help="Resolution base (with --phi).")
+@click.option("--target", default=None, help="With --latency-ms: the device whose predicted latency is fitted.")
+@click.option("--latency-ms", type=float, default=None,
+              help="Fit phi so that the scaled net's predicted latency on --target is closest under this budget.")
+@click.option("--step", type=float, default=0.25, show_default=True, help="With --latency-ms: the phi grid step.")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="With --latency-ms on a target this machine can run (host): also time the result (LiteRT).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-o", "--output", type=click.Path(), default=None, help="Write the scaled ArchSpec as YAML.")
-def scale_cmd(arch, width, resolution, phi, coefficients, variant, alpha, beta, gamma, as_json, output):
-    """Compound-scale ARCH: --phi N, --coefficients w,d,r or --variant b0..b7."""
+def scale_cmd(arch, width, resolution, phi, coefficients, variant, alpha, beta, gamma, target, latency_ms, step,
+              measure, as_json, output):
+    """Compound-scale ARCH: --phi N, --coefficients w,d,r, --variant b0..b7, or --target D --latency-ms T
+    (the phi whose predicted latency on D is closest under T)."""
     from hwnas.errors import SpecError
     from hwnas.export import scaling
     from hwnas.nn.count import count
     from hwnas.zoo import load_arch
 
-    given = [x is not None for x in (phi, coefficients, variant)]
-    if sum(given) != 1:
-        raise SpecError("give exactly one of --phi, --coefficients w,d,r or --variant b0..b7")
-    spec = load_arch(arch, width=width, resolution=resolution)
-    if phi is not None:
-        scaled = scaling.scale(spec, phi, alpha, beta, gamma)
-    elif variant is not None:
-        scaled = scaling.efficientnet_variant(spec, variant)
-    else:
+    def numbers(text: str, what: str) -> tuple[float, float, float]:
         try:
-            w, d, r = (float(v) for v in coefficients.split(","))
+            a, b, c = (float(v) for v in text.split(","))
         except ValueError:
-            raise SpecError(f"expected --coefficients w,d,r (three numbers), got '{coefficients}'",
+            raise SpecError(f"expected --coefficients {what} (three numbers), got '{text}'",
                             field="coefficients") from None
-        scaled = scaling.scale_coefficients(spec, w, d, r)
+        return a, b, c
+
+    spec = load_arch(arch, width=width, resolution=resolution)
+    fit = None
+    if latency_ms is not None or target is not None:
+        if latency_ms is None or target is None:
+            raise SpecError("fitting to a latency budget needs both --target and --latency-ms")
+        if phi is not None or variant is not None:
+            raise SpecError("--latency-ms chooses phi itself: drop --phi/--variant")
+        if coefficients is not None:
+            alpha, beta, gamma = numbers(coefficients, "alpha,beta,gamma")
+        fit = scaling.fit_latency(spec, target, latency_ms, alpha=alpha, beta=beta, gamma=gamma, step=step)
+        scaled = fit.arch
+    else:
+        given = [x is not None for x in (phi, coefficients, variant)]
+        if sum(given) != 1:
+            raise SpecError("give exactly one of --phi, --coefficients w,d,r, --variant b0..b7, or --target with "
+                            "--latency-ms")
+        if phi is not None:
+            scaled = scaling.scale(spec, phi, alpha, beta, gamma)
+        elif variant is not None:
+            scaled = scaling.efficientnet_variant(spec, variant)
+        else:
+            scaled = scaling.scale_coefficients(spec, *numbers(coefficients, "w,d,r"))
     if output:
         scaled.save(output)
     base, new = count(spec), count(scaled)
     info = {"name": scaled.name, "resolution": scaled.resolution, "blocks": len(scaled.blocks),
             "params": new.params, "macs": new.macs, "base_params": base.params, "base_macs": base.macs,
             "arch": scaled.to_compact(), "output": output}
+    measured = None
+    if fit is not None:
+        info.update({"target": target, "latency_budget_ms": latency_ms, "phi": fit.phi, "step": fit.step,
+                     "width": fit.width, "depth": fit.depth, "predicted_latency_ms": fit.latency_ms,
+                     "next_phi_latency_ms": fit.next_latency_ms, "provenance": fit.provenance,
+                     "alpha": alpha, "beta": beta, "gamma": gamma, "tried": fit.tried})
+        if measure:
+            measured = scaling.measure_latency(scaled, target)
+            info["measured_latency_ms"] = measured
     if as_json:
         print_json(info)
         return
+    if fit is not None:
+        click.echo(f"phi {fit.phi:g} (step {fit.step:g}; alpha {alpha:g}, beta {beta:g}, gamma {gamma:g}): "
+                   f"resolution {fit.resolution}, width x{fit.width:.3f}, depth x{fit.depth:.3f}, "
+                   f"MACs {fmt_millions(new.macs)}, params {fmt_millions(new.params)}")
+        nxt = "" if fit.next_latency_ms is None else f"; phi {fit.phi + fit.step:g} would take {fit.next_latency_ms:.2f} ms"
+        click.echo(f"predicted latency on {target}: {fit.latency_ms:.2f} ms (budget {latency_ms:g} ms{nxt})")
+        click.echo(f"provenance: {fit.provenance}")
+        if measured is not None:
+            click.echo(f"measured latency on this machine (LiteRT, random weights): {measured:.2f} ms (median)")
     print_table(f"{spec.name or 'arch'} -> {scaled.name}", ["", "resolution", "blocks", "params", "MACs"],
                 [["base", spec.resolution, len(spec.blocks), fmt_millions(base.params), fmt_millions(base.macs)],
                  ["scaled", scaled.resolution, len(scaled.blocks), fmt_millions(new.params),

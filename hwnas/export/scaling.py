@@ -22,7 +22,10 @@ so the YAML shows the real widths.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
 
 from hwnas.arch import ArchSpec, BlockSpec, make_divisible
 from hwnas.errors import SpecError
@@ -155,5 +158,125 @@ def efficientnet_variant(arch: ArchSpec, variant: str) -> ArchSpec:
     return scale_coefficients(arch, w, d, r, dropout=drop, name=f"{base}-{key}")
 
 
-__all__ = ["round_filters", "round_repeats", "scale_stage_depth", "scale_coefficients", "scale",
+@dataclass
+class LatencyFit:
+    """Result of :func:`fit_latency`: the chosen compound coefficient and its network.
+
+    Attributes:
+        phi: the chosen φ (a multiple of ``step``). arch: the scaled network.
+        latency_ms: its predicted latency; ``next_latency_ms``: that of φ + step (above the budget,
+            unless the search range ended); ``provenance``: where the prediction came from.
+        width, depth, resolution: the coefficients ``β**φ``, ``α**φ`` and the resolution in pixels.
+        tried: ``(φ, latency_ms)`` of every φ evaluated.
+    """
+
+    phi: float
+    arch: ArchSpec
+    latency_ms: float
+    next_latency_ms: float | None
+    width: float
+    depth: float
+    resolution: int
+    step: float
+    provenance: str
+    tried: list[tuple[float, float]] = field(default_factory=list)
+
+
+def fit_latency(arch: ArchSpec, target, latency_ms: float, *, alpha: float = 1.2, beta: float = 1.1,
+                gamma: float = 1.15, step: float = 0.25, phi_min: float = -6.0, phi_max: float = 8.0) -> LatencyFit:
+    """The compound coefficient φ (EfficientNet eq. 3, Tan & Le 2019 §3.3) whose scaled network's
+    *predicted* latency on ``target`` is closest to ``latency_ms`` from below.
+
+    φ runs over multiples of ``step`` in ``[phi_min, phi_max]``; latency grows with φ (depth, width and
+    resolution all grow), so a bisection over the grid finds the largest φ whose prediction is
+    ≤ ``latency_ms`` and the answer is within one step of the budget. Deviation from the paper:
+    EfficientNet picks φ by FLOPs (each unit of φ ≈ 2× FLOPs); here the budget is latency on a device.
+
+    Args:
+        arch: the base network (e.g. ``efficientnet-b0``). target: a device name, or a
+            :class:`hwnas.latency.predict.Predictor`.
+        latency_ms: the budget in ms.
+        alpha, beta, gamma: depth, width, resolution bases (EfficientNet's 1.2, 1.1, 1.15).
+
+    Raises:
+        SpecError: a non-positive budget, step or base.
+        hwnas.errors.HwnasError: even ``phi_min`` is over the budget (the message gives its latency), or
+            the target cannot price the scaled network (unknown device, table at another resolution).
+    """
+    from hwnas.latency.predict import Predictor, load_predictor
+
+    if not latency_ms > 0:
+        raise SpecError(f"expected a positive latency budget, got {latency_ms}", field="latency-ms")
+    if not step > 0 or min(alpha, beta, gamma) <= 0:
+        raise SpecError("expected positive step and coefficients alpha, beta, gamma", field="coefficients")
+    predictors: dict[int, Any] = {}
+
+    def at(phi: float) -> tuple[ArchSpec, float, str]:
+        scaled = scale(arch, phi, alpha, beta, gamma)
+        if isinstance(target, Predictor):
+            pred = target
+        else:
+            if scaled.resolution not in predictors:
+                predictors[scaled.resolution] = load_predictor(target, resolution=scaled.resolution)
+            pred = predictors[scaled.resolution]
+        p = pred.predict(scaled)
+        return scaled, p.latency_ms, p.provenance
+
+    lo_k, hi_k = int(np.ceil(phi_min / step)), int(np.floor(phi_max / step))
+    tried: dict[int, tuple[ArchSpec, float, str]] = {}
+
+    def lat(k: int) -> float:
+        if k not in tried:
+            tried[k] = at(k * step)
+        return tried[k][1]
+
+    if lat(lo_k) > latency_ms:
+        raise SpecError(f"even φ = {lo_k * step:g} (resolution {tried[lo_k][0].resolution}) is predicted at "
+                        f"{tried[lo_k][1]:.2f} ms, over the {latency_ms:g} ms budget", field="latency-ms")
+    if lat(hi_k) <= latency_ms:
+        best = hi_k
+    else:  # invariant: lat(lo) <= budget < lat(hi)
+        lo, hi = lo_k, hi_k
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if lat(mid) <= latency_ms:
+                lo = mid
+            else:
+                hi = mid
+        best = lo
+    # rounding (channels to multiples of 8, whole repeats) can make latency non-monotone: check neighbours
+    for k in (best + 1, best + 2):
+        if k <= hi_k and lat(k) <= latency_ms:
+            best = k
+    scaled, latency, provenance = tried[best]
+    nxt = lat(best + 1) if best + 1 <= hi_k else None
+    phi = best * step
+    return LatencyFit(phi, scaled, latency, nxt, beta ** phi, alpha ** phi, scaled.resolution, step, provenance,
+                      sorted((k * step, v[1]) for k, v in tried.items()))
+
+
+def measure_latency(arch: ArchSpec, target) -> float | None:
+    """Median latency (ms) of ``arch`` timed here with LiteRT when ``target`` is a device this machine runs
+    (a local TFLite CPU device such as ``host``, at its thread count); None for other devices.
+
+    Random weights (latency does not depend on them); float32 ``.tflite`` via :mod:`hwnas.export.tflite`.
+    """
+    import statistics
+
+    from hwnas.latency.devices import get_device
+
+    device = target if not isinstance(target, str) else get_device(target)
+    device = getattr(device, "device", device)
+    transport = getattr(getattr(device, "transport", None), "kind", None)
+    if getattr(device, "backend", None) != "tflite" or transport != "local" or getattr(device, "kind", "") != "host":
+        return None
+    from hwnas.export.keras import keras_model
+    from hwnas.export.tflite import convert, time_tflite
+    from hwnas.nn import build_model
+
+    flat = convert(keras_model(arch, build_model(arch, seed=0)), route="frozen")
+    return float(statistics.median(time_tflite(flat, threads=int(device.threads or 1), runs=20)))
+
+
+__all__ = ["LatencyFit", "fit_latency", "measure_latency", "round_filters", "round_repeats", "scale_stage_depth", "scale_coefficients", "scale",
            "efficientnet_variant", "EFFICIENTNET"]
