@@ -34,6 +34,10 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
               help="int8: per-layer quantization error (worst layers); always shown when a gate fails.")
 @click.option("--recalibrate-bn", "recal", type=int, default=0, show_default=True,
               help="Re-estimate BatchNorm statistics on N calibration batches first (supernet subnets).")
+@click.option("--device", "device", default=None,
+              help="tflite: a device (e.g. edgetpu) whose op support partitions the graph; fails when ops would "
+                   "run on its CPU.")
+@click.option("--allow-cpu-fallback", is_flag=True, help="With --device: export even when ops fall back to the CPU.")
 @click.option("--target", default="llvm", show_default=True,
               help="tvm: llvm (host) | android, aarch64 (aarch64-linux-android CPU) | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
 @click.option("--tune-trials", type=int, default=0, show_default=True,
@@ -47,8 +51,8 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="Artifact to write.")
 def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, calib_samples, int8_io, eval_data,
-               eval_samples, max_int8_drop, min_agreement, qat, layer_report, recal, target, tune_trials, lint,
-               tolerance, float16_tolerance, as_json, output):
+               eval_samples, max_int8_drop, min_agreement, qat, layer_report, recal, device, allow_cpu_fallback,
+               target, tune_trials, lint, tolerance, float16_tolerance, as_json, output):
     """Export ARCH (YAML, compact string or zoo name) to .tflite / .onnx / a TVM library.
 
     Checks always run and fail the export: weights are matched against the spec, the artifact's
@@ -70,7 +74,8 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
                  calib_samples=calib_samples, int8_io=int8_io, eval_data=eval_data, eval_samples=eval_samples,
                  max_int8_drop=max_int8_drop, min_int8_agreement=min_agreement, qat_epochs=qat,
                  layer_report=layer_report, recalibrate_bn_batches=recal, target=target, tune_trials=tune_trials,
-                 lint=lint, parity_tolerance=tolerance, float16_tolerance=float16_tolerance)
+                 lint=lint, parity_tolerance=tolerance, float16_tolerance=float16_tolerance, device=device,
+                 allow_cpu_fallback=allow_cpu_fallback)
     if as_json:
         print_json(res.to_dict())
         return
@@ -82,6 +87,13 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
         click.echo(f"ops ({sum(res.ops.values())}): " + ", ".join(f"{k} {v}" for k, v in res.ops.items()))
     if res.data:
         click.echo(f"check data: {res.data}")
+    if res.partition:
+        p = res.partition
+        first = p["first_unsupported"]
+        click.echo(f"partition on {p['device']}: {p['on_accelerator']} ops on the accelerator, {p['on_cpu']} on the "
+                   "CPU"
+                   + (f" (first unsupported: {first['op']}: {first['reason']})" if first else "")
+                   + f" [{p['source']}]")
     if res.qat:
         a, b = res.qat["float_accuracy_before"], res.qat["float_accuracy_after"]
         if a is not None:

@@ -53,6 +53,7 @@ class ExportResult:
     parity: dict[str, Any] | None = None
     quant: dict[str, Any] | None = None
     qat: dict[str, Any] | None = None
+    partition: dict[str, Any] | None = None
     data: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class ExportResult:
         return {"path": str(self.path), "format": self.format, "quantize": self.quantize, "target": self.target,
                 "fresh_init": self.fresh_init, "size_bytes": self.size_bytes, "ops": self.ops,
                 "total_ops": sum(self.ops.values()), "lint": self.lint, "parity": self.parity, "quant": self.quant,
-                "qat": self.qat, "data": self.data, "notes": self.notes, "seconds": self.seconds}
+                "qat": self.qat, "partition": self.partition, "data": self.data, "notes": self.notes, "seconds": self.seconds}
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -100,7 +101,7 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
            recalibrate_bn_batches: int = 0, target: str = "llvm", tune_trials: int = 0, lint: str = "error",
            parity_samples: int = 16, parity_tolerance: float = 1e-4, float16_tolerance: float = 1e-2,
            qat_epochs: int = 0, layer_report: bool = False, data: Any = None, preprocessing: Any = None,
-           seed: int = 0) -> ExportResult:
+           device: str | None = None, allow_cpu_fallback: bool = False, seed: int = 0) -> ExportResult:
     """Export ``arch`` with its weights to ``out`` and run the export checks (:mod:`hwnas.export.checks`).
 
     The checks are the same for ``hwnas export`` and ``hwnas search``: calibration and evaluation
@@ -140,6 +141,9 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
         layer_report: int8 only: add the per-layer error report (always added when a gate fails).
         data: a prepared :class:`hwnas.export.checks.CheckData` (``hwnas search`` passes its splits).
         preprocessing: a :class:`hwnas.export.checks.Preprocessing` (default: read from ``weights``).
+        device: tflite only: a device name (``edgetpu`` …) whose declared op support partitions the
+            graph (:func:`hwnas.export.checks.partition`; the ``edgetpu_compiler`` log when installed).
+        allow_cpu_fallback: export even when ops would run on the device's CPU.
 
     Returns:
         :class:`ExportResult`.
@@ -158,6 +162,13 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
         raise ExportError("--qat applies to --quantize int8 only")
     if lint not in ("error", "warn"):
         raise ExportError(f"lint must be 'error' or 'warn', got '{lint}'")
+    dev = None
+    if device is not None:
+        if fmt != "tflite":
+            raise ExportError(f"--device partitions .tflite graphs; for {fmt} use --target")
+        from hwnas.latency.devices import get_device
+
+        dev = get_device(device)
     out = check_output_path(out)
     result = ExportResult(path=out, format=fmt, quantize=quantize, target=target if fmt == "tvm" else None)
     t0 = time.perf_counter()
@@ -215,7 +226,8 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
     result.seconds["prepare"] = round(time.perf_counter() - t0, 3)
 
     if fmt == "tflite":
-        _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint, layer_report)
+        _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint, layer_report, dev,
+                       allow_cpu_fallback)
     elif fmt == "onnx":
         _export_onnx(model, out, result, images, labels, ref, gates.float32_tolerance)
     else:
@@ -226,7 +238,8 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
     return result
 
 
-def _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint_mode, layer_report):
+def _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates, lint_mode, layer_report,
+                   device=None, allow_cpu_fallback=False):
     from hwnas.export import checks, tflite
     from hwnas.export.keras import keras_model
     from hwnas.io import atomic_write_bytes
@@ -238,6 +251,15 @@ def _export_tflite(arch, model, out, result, quantize, data, int8_io, ref, gates
     report = tflite.lint(data_bytes, tflite.expected_suspect_ops(arch, quantize, int8_io),
                          strict=lint_mode == "error")
     result.ops, result.lint = report.ops, report.to_dict()
+    if device is not None:
+        part = (checks.edgetpu_compile(data_bytes, device) if device.delegate == "edgetpu" else None) or \
+            checks.partition(data_bytes, device)
+        if part is None:
+            result.notes.append(f"device '{device.name}' declares no op support: no partition check")
+        else:
+            result.partition = part.to_dict()
+            if not part.ok and not allow_cpu_fallback:
+                raise ExportError(f"{part.describe()}; pass --allow-cpu-fallback to export anyway")
     t = time.perf_counter()
     images, labels = data.eval_x, data.eval_y
     probs = tflite.run_tflite(data_bytes, images)

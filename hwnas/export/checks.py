@@ -661,6 +661,142 @@ def layer_errors(keras_model, calib: np.ndarray, images: np.ndarray, top: int = 
     return rows[:top]
 
 
+# ---------------------------------------------------------------------------------------------- op support
+@dataclass
+class Partition:
+    """Where the ops of a ``.tflite`` run on a device with an accelerator op list.
+
+    Attributes:
+        device: the device name. source: where the op support came from (the vendor list named in the
+            device file, or ``edgetpu_compiler`` log).
+        total: ops in the graph. on_accelerator / on_cpu: how many run where.
+        first_unsupported: ``(index, op, reason)`` of the first op the accelerator does not run, or None.
+        cpu_ops: op name → count of ops left on the CPU.
+    """
+
+    device: str
+    source: str
+    total: int
+    on_accelerator: int
+    on_cpu: int
+    first_unsupported: tuple[int, str, str] | None = None
+    cpu_ops: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.on_cpu == 0
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.device}: all {self.total} ops on the accelerator ({self.source})"
+        head = ""
+        if self.first_unsupported is not None:
+            i, op, why = self.first_unsupported
+            where = f"op {i + 1} of {self.total}: " if i >= 0 else ""
+            head = f"first unsupported op: {op} ({where}{why}); "
+        return (f"{self.device}: {head}{self.on_accelerator} ops on the accelerator, {self.on_cpu} on the CPU "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(self.cpu_ops.items()))}) [{self.source}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "source": self.source, "total": self.total,
+                "on_accelerator": self.on_accelerator, "on_cpu": self.on_cpu,
+                "first_unsupported": None if self.first_unsupported is None else
+                {"index": self.first_unsupported[0], "op": self.first_unsupported[1],
+                 "reason": self.first_unsupported[2]}, "cpu_ops": self.cpu_ops, "ok": self.ok}
+
+
+def partition(tflite: bytes | str | Path, device) -> Partition | None:
+    """Partition a ``.tflite``'s ops (execution order) by the device's declared op support
+    (:class:`hwnas.latency.devices.OpSupport`): an op runs on the accelerator when its name is listed
+    and its output tensor has a listed dtype. ``first-unsupported`` devices (the Edge TPU compiler)
+    leave the first unsupported op and every op after it on the CPU; ``per-op`` devices only the
+    unsupported ops. Returns None for a device without an op list.
+    """
+    from collections import Counter
+
+    from hwnas.export.tflite import _interpreter
+
+    support = getattr(device, "op_support", None)
+    if support is None:
+        return None
+    interp = _interpreter(tflite, delegates=False)
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    first = None
+    cpu: Counter = Counter()
+    for i, op in enumerate(ops):
+        name = op["op_name"]
+        outs = [dtypes.get(int(t)) for t in op["outputs"]]
+        if name not in support.ops:
+            why = "not in the supported operations"
+        elif not all(d in support.dtypes for d in outs):
+            why = f"{'/'.join(sorted(set(map(str, outs))))} tensors (runs {'/'.join(support.dtypes)})"
+        else:
+            why = None
+        if why is not None and first is None:
+            first = (i, name, why)
+        if (first is not None and support.cpu_fallback == "first-unsupported") or why is not None:
+            cpu[name] += 1
+    n_cpu = sum(cpu.values())
+    return Partition(device.name, f"op list from {support.source}", len(ops), len(ops) - n_cpu, n_cpu, first,
+                     dict(cpu))
+
+
+def parse_edgetpu_log(text: str, device: str = "edgetpu") -> Partition:
+    """Parse ``edgetpu_compiler``'s summary (the format its documentation shows: "Number of operations
+    that will run on Edge TPU: N", "... on CPU: M", then an ``Operator  Count  Status`` table).
+
+    Raises:
+        ExportError: the text has no operation counts (not a compiler log).
+    """
+    import re
+
+    on_tpu = re.search(r"Number of operations that will run on Edge TPU:\s*(\d+)", text)
+    on_cpu = re.search(r"Number of operations that will run on CPU:\s*(\d+)", text)
+    total = re.search(r"Total number of operations:\s*(\d+)", text)
+    if on_tpu is None and total is None:
+        raise ExportError("edgetpu_compiler output has no operation counts (expected 'Number of operations that "
+                          "will run on Edge TPU: N')")
+    cpu_ops: dict[str, int] = {}
+    first = None
+    table = False
+    for line in text.splitlines():
+        if re.match(r"\s*Operator\s+Count\s+Status", line):
+            table = True
+            continue
+        m = re.match(r"\s*([A-Z][A-Z0-9_]+)\s+(\d+)\s+(.+?)\s*$", line) if table else None
+        if m is None:
+            continue
+        op, count, status = m.group(1), int(m.group(2)), m.group(3)
+        if status.lower().startswith("mapped to edge tpu"):
+            continue
+        cpu_ops[op] = cpu_ops.get(op, 0) + count
+        # "More than one subgraph is not supported": collateral, left on the CPU after the real cause
+        if first is None and "more than one subgraph" not in status.lower():
+            first = (-1, op, status)
+    n_tpu = int(on_tpu.group(1)) if on_tpu else int(total.group(1))
+    n_cpu = int(on_cpu.group(1)) if on_cpu else sum(cpu_ops.values())
+    return Partition(device, "edgetpu_compiler log", n_tpu + n_cpu, n_tpu, n_cpu, first, cpu_ops)
+
+
+def edgetpu_compile(tflite: bytes, device) -> Partition | None:
+    """Run ``edgetpu_compiler -s`` on ``tflite`` when it is installed and parse its summary; None otherwise."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model.tflite"
+        src.write_bytes(tflite)
+        proc = subprocess.run([compiler, "-s", "-o", tmp, str(src)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise ExportError(f"edgetpu_compiler failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return parse_edgetpu_log(proc.stdout, device.name)
+
+
 def perturb_for_parity(model, images_nhwc: np.ndarray, *, seed: int = 0, logit_std: float = 2.0,
                        var_floor: float = 0.1):
     """Make a freshly initialised model compute a *non-trivial* function, for parity tests.
@@ -698,4 +834,5 @@ def perturb_for_parity(model, images_nhwc: np.ndarray, *, seed: int = 0, logit_s
 __all__ = ["load_weights", "recalibrate_bn", "real_images", "resize_images", "load_calibration", "torch_probs",
            "parity", "ParityReport", "quant_report", "QuantReport", "check", "perturb_for_parity", "softmax",
            "BUILTIN_IMAGES", "BUILTIN_DATASETS", "Preprocessing", "run_preprocessing", "CheckData", "check_data",
-           "bundle_check_data", "builtin_data", "Gates", "near_chance", "layer_errors"]
+           "bundle_check_data", "builtin_data", "Gates", "near_chance", "layer_errors", "Partition", "partition",
+           "parse_edgetpu_log", "edgetpu_compile"]

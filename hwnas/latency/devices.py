@@ -107,6 +107,37 @@ class BenchmarkModel(_Strict):
     temperature_path: str = "/sys/class/thermal/thermal_zone0/temp"
 
 
+class OpSupport(_Strict):
+    """Which TFLite builtin ops, with which tensor dtypes, a device's accelerator runs — written from the
+    vendor's published list, named in ``source``. An op outside ``ops`` (or a tensor of another dtype)
+    is not mapped: on the Edge TPU the compiler stops at the first such op and everything after it
+    runs on the CPU (:func:`hwnas.export.checks.partition`).
+
+    Attributes:
+        source: the vendor document (URL and section) the list was written from.
+        dtypes: tensor dtypes the accelerator computes in (e.g. ``[int8, uint8]`` for the Edge TPU).
+        ops: TFLite builtin op names (``CONV_2D``, ``DEPTHWISE_CONV_2D`` …).
+        limitations: per-op remarks copied from the vendor list (not checked).
+        cpu_fallback: ``first-unsupported`` (everything from the first unsupported op on runs on
+            the CPU: Edge TPU) or ``per-op`` (only the unsupported ops do: GPU/NNAPI delegates).
+    """
+
+    source: str
+    dtypes: list[Literal["int8", "uint8", "int16", "float16", "float32"]]
+    ops: list[str]
+    limitations: dict[str, str] = Field(default_factory=dict)
+    cpu_fallback: Literal["first-unsupported", "per-op"] = "first-unsupported"
+
+    def runs(self, op: str, dtype: str | None = None) -> bool:
+        """Whether the accelerator runs builtin ``op`` (on tensors of ``dtype``, when given)."""
+        return op.upper() in self.ops and (dtype is None or dtype in self.dtypes)
+
+
+#: The TFLite op an activation of the op vocabulary becomes when it is not fused into the conv before it
+#: (ReLU/ReLU6 are fused; see hwnas.export.keras).
+ACTIVATION_OPS = {"relu": (), "relu6": (), "hswish": ("HARD_SWISH",), "swish": ("LOGISTIC", "MUL")}
+
+
 class Device(_Strict):
     """One device descriptor. See ``devices/*.yaml`` and docs/latency.md."""
 
@@ -128,7 +159,8 @@ class Device(_Strict):
     power_model: PowerModel | None = None
     cost_model: CostModelSpec | None = None
     benchmark_model: BenchmarkModel = Field(default_factory=BenchmarkModel)
-    supported_ops: list[str] | None = None
+    supported_ops: list[str] | None = None  # legacy flat list; prefer op_support
+    op_support: OpSupport | None = None
     warmup: int = Field(5, ge=0)
     repeats: int = Field(30, ge=1)
     # Local runs: 'thread-cpu' times the invoking thread's CPU time (single-threaded inference runs in
@@ -150,7 +182,22 @@ class Device(_Strict):
             raise ValueError("a tvm device needs tvm_target")
         if self.energy == "power-model" and self.power_model is None:
             raise ValueError("energy 'power-model' needs power_model")
+        if self.supported_ops is not None and self.op_support is not None:
+            raise ValueError("give op_support (with its source) or the legacy supported_ops, not both")
         return self
+
+    def accelerator_ops(self) -> list[str] | None:
+        """The builtin ops the accelerator runs (``op_support.ops``, else ``supported_ops``; None: any)."""
+        return list(self.op_support.ops) if self.op_support is not None else self.supported_ops
+
+    def allows_activation(self, activation: str | None) -> bool:
+        """Whether the accelerator runs ``activation`` (``relu``/``relu6``/``hswish``/``swish``) natively;
+        True for devices without an op list. Spaces offering h-swish are filtered by it (MobileNetV3's
+        "minimalistic" idea: ReLU instead of h-swish where the hardware lacks it)."""
+        ops = self.accelerator_ops()
+        if ops is None or activation is None:
+            return True
+        return all(op in ops for op in ACTIVATION_OPS.get(activation, ()))
 
     @property
     def estimated(self) -> bool:
@@ -214,5 +261,5 @@ def get_device(name: str | Device) -> Device:
     raise UnknownNameError("device", str(name), [n for d in devices for n in d.names()])
 
 
-__all__ = ["Device", "Transport", "PowerModel", "CostModelSpec", "BenchmarkModel", "get_device", "list_devices",
+__all__ = ["Device", "OpSupport", "ACTIVATION_OPS", "Transport", "PowerModel", "CostModelSpec", "BenchmarkModel", "get_device", "list_devices",
            "load_device", "device_dirs", "PACKAGE_DATA"]

@@ -137,8 +137,8 @@ class TFLiteOpBuilder:
         from hwnas.export.tflite import op_counts
 
         note = None
-        if self.device.supported_ops is not None:
-            outside = sorted(set(op_counts(data)) - set(self.device.supported_ops))
+        if self.device.accelerator_ops() is not None:
+            outside = sorted(set(op_counts(data)) - set(self.device.accelerator_ops()))
             note = f"ops outside the Edge TPU support list (run on the CPU): {', '.join(outside)}" if outside else None
         import shutil
         import subprocess
