@@ -23,7 +23,8 @@ def test_shipped_devices_validate_and_cover_the_required_kinds():
     assert gpu.backend == "tvm" and gpu.transport.kind == "tvm-rpc" and gpu.transport.key
     assert gpu.tvm_target["kind"] == "opencl"
     tpu = devices["edgetpu"]
-    assert tpu.precision == "int8" and "DEPTHWISE_CONV_2D" in tpu.supported_ops
+    assert tpu.precision == "int8" and "DEPTHWISE_CONV_2D" in tpu.accelerator_ops()
+    assert "HARD_SWISH" not in tpu.accelerator_ops() and tpu.op_support.source  # the vendor list, named
     assert devices["host-tvm"].tuned is False
 
 
