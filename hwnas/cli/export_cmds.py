@@ -39,9 +39,13 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
                    "run on its CPU.")
 @click.option("--allow-cpu-fallback", is_flag=True, help="With --device: export even when ops fall back to the CPU.")
 @click.option("--target", default="llvm", show_default=True,
-              help="tvm: llvm (host) | android, aarch64 (aarch64-linux-android CPU) | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
+              help="tvm: llvm (host) | android, aarch64 (aarch64-linux-android CPU) | aarch64-linux (plain "
+                   "aarch64 Linux board, $TVM_CROSS_CC) | opencl-adreno | opencl-mali | opencl | vulkan | cuda.")
 @click.option("--tune-trials", type=int, default=0, show_default=True,
               help="tvm: MetaSchedule trials (0 = untuned; tuning takes minutes).")
+@click.option("--rpc-tracker", default=None,
+              help="tvm: HOST:PORT of a TVM RPC tracker; tuning candidates run on the device registered there.")
+@click.option("--rpc-key", default=None, help="tvm: the device key at --rpc-tracker.")
 @click.option("--lint", type=click.Choice(["error", "warn"]), default="error", show_default=True,
               help="What unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE ops in a .tflite do.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,
@@ -52,7 +56,7 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="Artifact to write.")
 def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, calib_samples, int8_io, eval_data,
                eval_samples, max_int8_drop, min_agreement, qat, layer_report, recal, device, allow_cpu_fallback,
-               target, tune_trials, lint, tolerance, float16_tolerance, as_json, output):
+               target, tune_trials, rpc_tracker, rpc_key, lint, tolerance, float16_tolerance, as_json, output):
     """Export ARCH (YAML, compact string or zoo name) to .tflite / .onnx / a TVM library.
 
     Checks always run and fail the export: weights are matched against the spec, the artifact's
@@ -75,7 +79,7 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
                  max_int8_drop=max_int8_drop, min_int8_agreement=min_agreement, qat_epochs=qat,
                  layer_report=layer_report, recalibrate_bn_batches=recal, target=target, tune_trials=tune_trials,
                  lint=lint, parity_tolerance=tolerance, float16_tolerance=float16_tolerance, device=device,
-                 allow_cpu_fallback=allow_cpu_fallback)
+                 allow_cpu_fallback=allow_cpu_fallback, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     if as_json:
         print_json(res.to_dict())
         return

@@ -54,6 +54,7 @@ class ExportResult:
     quant: dict[str, Any] | None = None
     qat: dict[str, Any] | None = None
     partition: dict[str, Any] | None = None
+    tvm: dict[str, Any] | None = None
     data: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -63,7 +64,7 @@ class ExportResult:
         return {"path": str(self.path), "format": self.format, "quantize": self.quantize, "target": self.target,
                 "fresh_init": self.fresh_init, "size_bytes": self.size_bytes, "ops": self.ops,
                 "total_ops": sum(self.ops.values()), "lint": self.lint, "parity": self.parity, "quant": self.quant,
-                "qat": self.qat, "partition": self.partition, "data": self.data, "notes": self.notes, "seconds": self.seconds}
+                "qat": self.qat, "partition": self.partition, "tvm": self.tvm, "data": self.data, "notes": self.notes, "seconds": self.seconds}
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -101,7 +102,8 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
            recalibrate_bn_batches: int = 0, target: str = "llvm", tune_trials: int = 0, lint: str = "error",
            parity_samples: int = 16, parity_tolerance: float = 1e-4, float16_tolerance: float = 1e-2,
            qat_epochs: int = 0, layer_report: bool = False, data: Any = None, preprocessing: Any = None,
-           device: str | None = None, allow_cpu_fallback: bool = False, seed: int = 0) -> ExportResult:
+           device: str | None = None, allow_cpu_fallback: bool = False, rpc_tracker: str | None = None,
+           rpc_key: str | None = None, seed: int = 0) -> ExportResult:
     """Export ``arch`` with its weights to ``out`` and run the export checks (:mod:`hwnas.export.checks`).
 
     The checks are the same for ``hwnas export`` and ``hwnas search``: calibration and evaluation
@@ -133,6 +135,8 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
             16 before export (for subnets taken from a supernet); 0 = no.
         target: TVM target name (:data:`hwnas.export.tvm.TARGETS`).
         tune_trials: TVM MetaSchedule trials (0 = untuned).
+        rpc_tracker, rpc_key: TVM: tune on the device behind this RPC tracker (``HOST:PORT``, key);
+            tuning a cross target without them is refused.
         lint: ``error`` | ``warn``: what an unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE does.
         parity_samples: evaluation images a TVM library is checked on (run in a fresh process).
         parity_tolerance, float16_tolerance: max abs softmax diff allowed for float32 / float16.
@@ -232,7 +236,8 @@ def export(arch: ArchSpec, out: str | Path, *, fmt: str = "tflite", weights: str
         _export_onnx(model, out, result, images, labels, ref, gates.float32_tolerance)
     else:
         n = min(len(images), parity_samples)
-        _export_tvm(model, out, result, target, tune_trials, images[:n], ref[:n], gates.float32_tolerance)
+        _export_tvm(model, out, result, target, tune_trials, images[:n], ref[:n], gates.float32_tolerance,
+                    rpc_tracker, rpc_key)
     if result.path.exists():
         result.size_bytes = result.path.stat().st_size
     return result
@@ -304,13 +309,15 @@ def _export_onnx(model, out, result, images, labels, ref, tol):
     atomic_write_bytes(out, data)
 
 
-def _export_tvm(model, out, result, target, tune_trials, images, ref, tol):
+def _export_tvm(model, out, result, target, tune_trials, images, ref, tol, rpc_tracker=None, rpc_key=None):
     from hwnas.export import checks
     from hwnas.export.onnx import onnx_bytes
     from hwnas.export.tvm import compile_tvm, is_host_target, make_target, run_tvm_fresh_process
 
     t = time.perf_counter()
-    art = compile_tvm(onnx_bytes(model), target, out, tune_trials=tune_trials)
+    art = compile_tvm(onnx_bytes(model), target, out, tune_trials=tune_trials, rpc_tracker=rpc_tracker,
+                      rpc_key=rpc_key)
+    result.tvm = {"tuned": art.tuned, "tuning_records": art.tuning_records}
     result.path = art.path
     result.notes.extend(art.notes)
     result.seconds["convert"] = round(time.perf_counter() - t, 3)

@@ -44,6 +44,8 @@ TARGETS: dict[str, tuple[dict, dict | None]] = {
     "llvm": ({"kind": "llvm"}, None),
     "android": (_ANDROID_HOST, None),
     "aarch64": (_ANDROID_HOST, None),
+    # a non-Android aarch64 Linux board (Raspberry Pi 4, Jetson CPU): linked with a plain cross compiler
+    "aarch64-linux": ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}, None),
     "opencl": ({"kind": "opencl"}, _ANDROID_HOST),
     "opencl-adreno": ({"kind": "opencl", "device": "adreno"}, _ANDROID_HOST),
     "opencl-mali": ({"kind": "opencl", "device": "mali"}, _ANDROID_HOST),
@@ -103,14 +105,17 @@ class TVMArtifact:
     target: str
     executable: Any = None
     notes: list[str] = field(default_factory=list)
+    tuned: bool = False
+    tuning_records: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "kind": self.kind, "target": self.target,
-                "notes": self.notes}
+                "tuned": self.tuned, "tuning_records": self.tuning_records, "notes": self.notes}
 
 
 def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str | Path | None = None, *,
-                tune_trials: int = 0, work_dir: str | Path | None = None) -> TVMArtifact:
+                tune_trials: int = 0, work_dir: str | Path | None = None, rpc_tracker: str | None = None,
+                rpc_key: str | None = None) -> TVMArtifact:
     """Compile an ONNX model (path, bytes, ModelProto or a Relax IRModule) with TVM for ``target``.
 
     Args:
@@ -122,13 +127,17 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
             (a compile-only check).
         tune_trials: MetaSchedule trials (0 = untuned, the default).
         work_dir: MetaSchedule database folder (default: a temporary one).
+        rpc_tracker, rpc_key: ``HOST:PORT`` of a TVM RPC tracker and the device key: candidates are
+            timed on that device through MetaSchedule's RPC runner. Needed to tune any target that
+            is not this machine (a cross target timed here would measure the wrong CPU).
 
     Returns:
         :class:`TVMArtifact` (``executable`` is the in-memory ``tvm.runtime.Executable``).
 
     Raises:
         ExportError: import or compilation failure (e.g. a GPU target whose device compiler is
-            missing), or an ``out`` suffix that cannot be produced.
+            missing), an ``out`` suffix that cannot be produced, tuning a cross target without
+            ``rpc_tracker``/``rpc_key``, or a malformed ``rpc_tracker``.
         UnknownNameError: unknown target name.
     """
     import tvm
@@ -138,16 +147,25 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
     name = target if isinstance(target, str) else json.dumps(target, sort_keys=True)
     mod = onnx_path_or_module if isinstance(onnx_path_or_module, tvm.IRModule) else import_onnx(onnx_path_or_module)
     notes: list[str] = []
+    records = 0
+    rpc = parse_tracker(rpc_tracker, rpc_key) if (rpc_tracker or rpc_key) else None
+    if tune_trials > 0 and rpc is None and not is_host_target(tgt):
+        raise ExportError(f"refusing to tune '{name}' on this machine: its candidates would be timed on this CPU, "
+                          "not on the device; pass --rpc-tracker HOST:PORT --rpc-key KEY of a TVM RPC tracker the "
+                          "device is registered with (or --tune-trials 0)")
     try:
         if tune_trials > 0:
-            mod = _tune(mod, tgt, tune_trials, work_dir)
-            notes.append(f"MetaSchedule-tuned with {tune_trials} trials")
+            mod, records = _tune(mod, tgt, tune_trials, work_dir, rpc)
+            where = f"on '{rpc[2]}' via the tracker {rpc[0]}:{rpc[1]}" if rpc else "on this machine"
+            notes.append(f"MetaSchedule-tuned with {tune_trials} trials {where}: {records} tuning records "
+                         "in the database applied")
         ex = tvm.compile(mod, target=tgt, relax_pipeline=relax.get_default_pipeline(tgt))
     except Exception as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ExportError(f"TVM compilation for '{name}' failed: {first[:300]}") from err
+    tuned = records > 0
     if out is None:
-        return TVMArtifact(None, "none", name, ex, notes + ["compile-only"])
+        return TVMArtifact(None, "none", name, ex, notes + ["compile-only"], tuned, records)
     out = Path(out)
     kind, fcompile = _library_kind(tgt)
     want = out.suffix.lstrip(".")
@@ -168,7 +186,33 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
                 from err
     if kind == "tar":
         notes.append("object files in a .tar: link them on/for the device (no linker for this target here)")
-    return TVMArtifact(out, kind, name, ex, notes)
+    return TVMArtifact(out, kind, name, ex, notes, tuned, records)
+
+
+def parse_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str]:
+    """``(host, port, key)`` from ``HOST:PORT`` and a key.
+
+    Raises:
+        ExportError: one of the two missing, or not ``HOST:PORT``.
+    """
+    if not tracker or not key:
+        raise ExportError("RPC tuning needs both --rpc-tracker HOST:PORT and --rpc-key KEY")
+    host, _, port = str(tracker).rpartition(":")
+    if not host or not port.isdigit():
+        raise ExportError(f"--rpc-tracker must be HOST:PORT, got '{tracker}'")
+    return host, int(port), str(key)
+
+
+def cross_compiler_for(triple: str) -> str | None:
+    """A plain cross compiler for a non-Android ``triple``: ``$TVM_CROSS_CC``, else ``<triple>-g++`` or
+    ``aarch64-linux-gnu-g++`` on PATH; None when there is none."""
+    cc = os.environ.get("TVM_CROSS_CC")
+    if cc:
+        return cc
+    for name in (f"{triple}-g++", f"{triple}-gcc", "aarch64-linux-gnu-g++"):
+        if triple and shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 def _library_kind(tgt) -> tuple[str, Any]:
@@ -177,20 +221,29 @@ def _library_kind(tgt) -> tuple[str, Any]:
 
     host = tgt.host or tgt
     triple = str(host.attrs.get("mtriple", "")) if host.kind.name == "llvm" else ""
-    if "android" in triple or "aarch64" in triple:
+    if "android" in triple:
         cc = os.environ.get("TVM_NDK_CC")
         if cc:
             from tvm.support import ndk
 
             return "so", ndk.create_shared
         return "tar", tar_mod.tar
+    if triple and not triple.startswith(("x86_64", "i686")):  # e.g. aarch64-linux-gnu: a plain cross compiler
+        cross = cross_compiler_for(triple)
+        if cross:
+            from tvm.support import cc as cc_mod
+
+            return "so", cc_mod.cross_compiler(cross)
+        return "tar", tar_mod.tar
     if shutil.which("g++") or shutil.which("clang++") or shutil.which("gcc"):
         return "so", None
     return "tar", tar_mod.tar
 
 
-def _tune(mod, tgt, trials: int, work_dir):  # pragma: no cover - minutes; never in the test suite
-    """MetaSchedule-tune ``mod`` (``tvm.s_tir.meta_schedule``) and apply the best schedules found.
+def _tune(mod, tgt, trials: int, work_dir, rpc: tuple[str, int, str] | None = None):
+    """MetaSchedule-tune ``mod`` (``tvm.s_tir.meta_schedule``) and apply the best schedules found;
+    returns ``(module, tuning records in the database)``. With ``rpc = (host, port, key)`` candidates
+    run on the device behind that tracker (MetaSchedule's ``RPCRunner``), else on this machine.
 
     Experimental: the stock local builder re-imports ``tvm.s_tir.tensor_intrin`` in each worker
     (~60 s here, ``../shared/STACK.md``) and times out, so candidates are built with
@@ -209,10 +262,16 @@ def _tune(mod, tgt, trials: int, work_dir):  # pragma: no cover - minutes; never
     with tgt:
         mod = relax.get_pipeline("zero")(mod)
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=300.0, f_build=_ms_build)
-    ms.relax_integration.tune_relax(mod=mod, params={}, target=tgt, work_dir=str(work), max_trials_global=trials,
-                                    num_trials_per_iter=min(64, max(1, trials)), builder=builder)
+    runner = "local"
+    if rpc is not None:
+        runner = ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=rpc[0], tracker_port=rpc[1], tracker_key=rpc[2],
+                                                         session_timeout_sec=300), max_workers=1)
+    db = ms.relax_integration.tune_relax(mod=mod, params={}, target=tgt, work_dir=str(work), max_trials_global=trials,
+                                         num_trials_per_iter=min(64, max(1, trials)), builder=builder, runner=runner,
+                                         cost_model="random")  # XGBoost's model needs xgboost (not a dependency)
+    records = len(db.get_all_tuning_records()) if db is not None else 0
     with tgt:
-        return relax.transform.MetaScheduleApplyDatabase(str(work))(mod)
+        return relax.transform.MetaScheduleApplyDatabase(str(work))(mod), records
 
 
 def _ms_build(mod, target, _params):  # pragma: no cover - runs in MetaSchedule's builder worker
@@ -268,5 +327,5 @@ def run_tvm_fresh_process(library: str | Path, inputs_nchw: np.ndarray, timeout:
         return np.load(out)
 
 
-__all__ = ["compile_tvm", "run_tvm", "run_tvm_fresh_process", "make_target", "import_onnx", "TVMArtifact",
+__all__ = ["parse_tracker", "cross_compiler_for", "compile_tvm", "run_tvm", "run_tvm_fresh_process", "make_target", "import_onnx", "TVMArtifact",
            "TARGETS", "is_host_target"]

@@ -94,11 +94,14 @@ class TVMOpBuilder:
         from hwnas.export.tvm import compile_tvm
 
         self._n += 1
+        t = self.device.transport
+        rpc = (t.tracker, t.key) if t.kind == "tvm-rpc" and t.tracker and t.key else (None, None)
         art = compile_tvm(onnx, _target_arg(self.device), self.workdir / f"{stem}{self._n}",
-                          tune_trials=self.device.tune_trials)
-        # the artifact keeps the builder's temporary folder alive as long as it is referenced
+                          tune_trials=self.device.tune_trials, rpc_tracker=rpc[0], rpc_key=rpc[1])
+        # the artifact keeps the builder's temporary folder alive as long as it is referenced; "tuned"
+        # is what the MetaSchedule database applied to it held, not what the device file says
         return Artifact(path=art.path, format="tvm", extra={"shape": tuple(shape), "_workdir": self._tmp,
-                                                            "notes": art.notes})
+                                                            "notes": art.notes, "tuned": art.tuned})
 
     def build(self, key: OpKey) -> Artifact:
         module, example = op_module(key)

@@ -464,8 +464,15 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
 
     # -- export ----------------------------------------------------------------------------------
     say("exporting .tflite")
-    export = export_tflite(arch, model, data, run.model_tflite, quantize=cfg.quantize,
-                           log=run.root / "export.log")
+    from hwnas.errors import ExportError
+
+    export_error = None
+    try:
+        export = export_tflite(arch, model, data, run.model_tflite, quantize=cfg.quantize,
+                               log=run.root / "export.log")
+    except ExportError as err:  # a failed gate: keep the trained model and the report, then fail
+        export_error = str(err)
+        export = {"tflite_test_accuracy": None, "parity": None, "quant": None}
 
     # -- report ----------------------------------------------------------------------------------
     pred = predictor.predict(arch)
@@ -525,7 +532,12 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     }
     extra = {k: v for k, v in result.extra.items() if k not in ("supernet",) and _jsonable(v)}
     result_dict["search_extra"] = extra
+    result_dict["export_error"] = export_error
     run.write_result(result_dict)
+    if export_error is not None:
+        raise ExportError(f"{export_error} — no model.tflite written; the trained model and result.json are in "
+                          f"{run.root} (re-export with: hwnas export {run.arch} --weights {run.model_pt} "
+                          f"--calib-data ... and the gate options of docs/export.md)")
     return result_dict
 
 
