@@ -155,7 +155,10 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
                           "device is registered with (or --tune-trials 0)")
     try:
         if tune_trials > 0:
-            mod, records = _tune(mod, tgt, tune_trials, work_dir, rpc)
+            from hwnas.export.tflite import quiet
+
+            with quiet():  # MetaSchedule logs its task table and progress to stdout
+                mod, records = _tune(mod, tgt, tune_trials, work_dir, rpc)
             where = f"on '{rpc[2]}' via the tracker {rpc[0]}:{rpc[1]}" if rpc else "on this machine"
             notes.append(f"MetaSchedule-tuned with {tune_trials} trials {where}: {records} tuning records "
                          "in the database applied")
