@@ -535,6 +535,33 @@ class ArchSpec:
         return replace(self, classifier=replace(self.classifier, num_classes=int(num_classes)),
                        in_channels=self.in_channels if in_channels is None else int(in_channels))
 
+    def with_activations(self, mapping: dict[str, str]) -> "ArchSpec":
+        """The same network with every activation ``a`` in ``mapping`` replaced by ``mapping[a]`` (stem,
+        blocks, head conv, MobileNetV3 prelogits), e.g. ``{"hswish": "relu"}`` for hardware without
+        h-swish. This is the activation part of TF-slim's MobileNetV3 "minimalistic" variants (which
+        also drop SE and 5×5 kernels; hwnas changes only what the hardware cannot run).
+
+        Raises:
+            SpecError: an unknown activation name in ``mapping``.
+        """
+        if not mapping:
+            return self
+        for a in (*mapping, *mapping.values()):
+            if a not in ACTIVATIONS:
+                raise SpecError(f"unknown activation '{a}'; expected one of {', '.join(ACTIVATIONS)}",
+                                field="activation")
+
+        def sub(block: BlockSpec | None) -> BlockSpec | None:
+            if block is None or block.kind == "skip" or block.activation not in mapping:
+                return block
+            return replace(block, activation=mapping[block.activation])
+
+        head = replace(self.head, conv=sub(self.head.conv),
+                       prelogits_activation=mapping.get(self.head.prelogits_activation,
+                                                        self.head.prelogits_activation))
+        return replace(self, stem=sub(self.stem), stages=tuple(tuple(sub(b) for b in st) for st in self.stages),
+                       head=head)
+
     def iter_blocks(self) -> Iterator[tuple[int, int, BlockSpec]]:
         for si, stage in enumerate(self.stages):
             for bi, block in enumerate(stage):

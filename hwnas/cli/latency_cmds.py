@@ -98,7 +98,7 @@ def profile_cmd(device, space, resolution, width, data, in_channels, classes, ar
         raise ConfigError(f"give one of --space, --arch, --from-run (got {', '.join(chosen)})")
     dev = get_device(device)
     if from_run:
-        request = run_request(from_run)
+        request = run_request(from_run, device=dev)
     elif arch_ref:
         from hwnas.zoo import load_arch
 
@@ -112,7 +112,7 @@ def profile_cmd(device, space, resolution, width, data, in_channels, classes, ar
         d = SearchConfig()
         sp = search_space_of(space or d.space, resolution=resolution or d.resolution,
                              width=width if width is not None else d.width, data=data or d.data,
-                             in_channels=in_channels, classes=classes)
+                             in_channels=in_channels, classes=classes, device=dev)
         request = space_request(sp, reference=True)
     transport = None
     if serial:

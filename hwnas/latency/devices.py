@@ -199,6 +199,13 @@ class Device(_Strict):
             return True
         return all(op in ops for op in ACTIVATION_OPS.get(activation, ()))
 
+    def activation_substitutes(self) -> dict[str, str]:
+        """``{activation: "relu"}`` for every activation the accelerator does not run (Edge TPU:
+        ``{"hswish": "relu"}``, HARD_SWISH being absent from Coral's supported-operations table); empty
+        for devices without an op list. Every space a search or profile builds for this device uses it
+        (:meth:`hwnas.spaces.SearchSpace.restricted`)."""
+        return {a: "relu" for a in ACTIVATION_OPS if not self.allows_activation(a)}
+
     @property
     def estimated(self) -> bool:
         """True when the device is priced by a cost model (no hardware here)."""

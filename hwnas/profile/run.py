@@ -428,10 +428,10 @@ def arch_request(arch) -> KeyRequest:
 
 
 def search_space_of(space: str, *, resolution: int, width: float, data: str | None = None,
-                    in_channels: int | None = None, classes: int | None = None):
+                    in_channels: int | None = None, classes: int | None = None, device=None):
     """The space ``hwnas search`` builds from the same options: ``in_channels``/``classes`` default to
-    those of ``data`` (loaded once, nothing downloaded). Raises what :func:`resolve_space` and
-    :func:`hwnas.search.data.load_data` raise."""
+    those of ``data`` (loaded once, nothing downloaded); restricted to what ``device`` runs, as the
+    search restricts it. Raises what :func:`resolve_space` and :func:`hwnas.search.data.load_data` raise."""
     from hwnas.spaces import resolve_space
 
     if in_channels is None or classes is None:
@@ -440,10 +440,11 @@ def search_space_of(space: str, *, resolution: int, width: float, data: str | No
         bundle = load_data(data or "mnist5k", resolution=resolution, limit=64)
         in_channels = bundle.in_channels if in_channels is None else in_channels
         classes = bundle.num_classes if classes is None else classes
-    return resolve_space(space, resolution=resolution, width=width, in_channels=in_channels, classes=classes)
+    return resolve_space(space, resolution=resolution, width=width, in_channels=in_channels, classes=classes,
+                         device=device)
 
 
-def run_request(run: str | Path) -> KeyRequest:
+def run_request(run: str | Path, device=None) -> KeyRequest:
     """The keys a search run needs: its space (as :func:`space_request` with the reference when the run
     had no explicit budget), from the run folder's ``config.yaml``.
 
@@ -464,10 +465,10 @@ def run_request(run: str | Path) -> KeyRequest:
     spec = conf.get("space_spec")
     if isinstance(spec, dict):
         sp = resolve_space(spec["name"], resolution=spec["resolution"], width=spec["width"],
-                           in_channels=spec["in_channels"], classes=spec["classes"])
+                           in_channels=spec["in_channels"], classes=spec["classes"], device=device)
     else:  # runs written before space_spec was recorded
         sp = search_space_of(cfg["space"], resolution=cfg.get("resolution", 32), width=cfg.get("width", 0.5),
-                             data=cfg.get("data"))
+                             data=cfg.get("data"), device=device)
     return space_request(sp, reference=cfg.get("latency_ms") is None)
 
 
@@ -587,7 +588,7 @@ def profile(device: str | Device, space: str | None = None, resolution: int | No
             request = arch_request(arch)
         elif space is not None:
             request = space_request(resolve_space(space, resolution=resolution, width=width, in_channels=in_channels,
-                                                  classes=classes), reference=reference)
+                                                  classes=classes, device=dev), reference=reference)
         else:
             raise ConfigError("profile needs a space, an architecture or a run (--space, --arch or --from-run)")
     label, resolution = request.label, request.resolution

@@ -94,11 +94,12 @@ class SearchConfig:
         return cls(**d)
 
 
-def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int, width: float):
+def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int, width: float, device=None):
     """:func:`hwnas.spaces.resolve_space` with the data's keyword names (kept for callers)."""
     from hwnas.spaces import resolve_space
 
-    return resolve_space(name, resolution=resolution, width=width, in_channels=in_channels, classes=num_classes)
+    return resolve_space(name, resolution=resolution, width=width, in_channels=in_channels, classes=num_classes,
+                         device=device)
 
 
 def _check_superkernel_space(space) -> None:
@@ -300,7 +301,11 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
     data = load_data(cfg.data, resolution=cfg.resolution, seed=cfg.seed, limit=cfg.data_limit, augment=cfg.augment,
                      workers=cfg.workers, pin_memory=pin)
     space = make_space(cfg.space, resolution=data.resolution, num_classes=data.num_classes,
-                       in_channels=data.in_channels, width=cfg.width)
+                       in_channels=data.in_channels, width=cfg.width, device=device)
+    if space.activation_map:
+        say(f"{device.name} does not run " + ", ".join(space.activation_map) + " (op support: " +
+            (device.op_support.source if device.op_support else "supported_ops") + "): wherever the space offers it, " +
+            ", ".join(f"{v} is used instead of {k}" for k, v in space.activation_map.items()))
     if method in DIFFERENTIABLE and hasattr(space, "relaxed"):
         space = space.relaxed()  # stage-wise space: one decision per layer, depth by skip (hwnas.spaces.mobile)
     if method == "singlepath":

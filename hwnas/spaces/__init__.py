@@ -30,7 +30,7 @@ def space_names() -> list[str]:
 
 
 def resolve_space(name: str, *, resolution: int | None = None, width: float = 1.0, in_channels: int = 3,
-                  classes: int = 1000) -> SearchSpace:
+                  classes: int = 1000, device=None) -> SearchSpace:
     """The space called ``name``, taken literally, at the given input and width.
 
     Args:
@@ -39,6 +39,10 @@ def resolve_space(name: str, *, resolution: int | None = None, width: float = 1.
         width: width (channel) multiplier of every member.
         in_channels: input channels (e.g. 1 for MNIST); NCHW in PyTorch, NHWC in exported models.
         classes: classifier outputs.
+        device: the target :class:`hwnas.latency.devices.Device`, or None. When its accelerator lacks an
+            activation the space offers (Edge TPU: no HARD_SWISH), the space is
+            :meth:`SearchSpace.restricted` to ReLU there, so a search never places it and a profile
+            never measures it.
 
     Raises:
         UnknownNameError: listing the valid names.
@@ -50,8 +54,9 @@ def resolve_space(name: str, *, resolution: int | None = None, width: float = 1.
         raise UnknownNameError("space", name, space_names())
     if resolution is None:
         resolution = 32 if small else 224
-    return _BASE[base](resolution=int(resolution), num_classes=int(classes), in_channels=int(in_channels),
-                       width_multiplier=float(width), small_input=small)
+    space = _BASE[base](resolution=int(resolution), num_classes=int(classes), in_channels=int(in_channels),
+                        width_multiplier=float(width), small_input=small)
+    return space.restricted(device.activation_substitutes()) if device is not None else space
 
 
 def get_space(name: str, *, resolution: int | None = None, num_classes: int = 1000, in_channels: int = 3,

@@ -14,6 +14,7 @@ weight-sharing supernets: per searchable layer the candidate blocks in decision 
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from abc import ABC, abstractmethod
@@ -86,9 +87,12 @@ class SearchSpace(ABC):
                                 field=d.name)
         return choices
 
+    #: activation substitutions of a restricted copy (:meth:`restricted`); empty: none
+    activation_map: dict[str, str] = {}
+
     def decode(self, choices: Sequence[int]) -> ArchSpec:
         """The ArchSpec of a member."""
-        arch = self._decode(self.check(choices))
+        arch = self._decode(self.check(choices)).with_activations(self.activation_map)
         return replace(arch, resolution=self.resolution, in_channels=self.in_channels,
                        width_multiplier=self.width_multiplier,
                        classifier=replace(arch.classifier, num_classes=self.num_classes))
@@ -130,12 +134,34 @@ class SearchSpace(ABC):
 
     def at(self, *, resolution: int | None = None, num_classes: int | None = None, in_channels: int | None = None,
            width_multiplier: float | None = None) -> "SearchSpace":
-        """A copy of this space with other input/classifier/width settings."""
-        return type(self)(resolution=resolution or self.resolution,
-                          num_classes=num_classes or self.num_classes,
-                          in_channels=in_channels or self.in_channels,
-                          width_multiplier=width_multiplier or self.width_multiplier,
-                          **self._extra_kwargs())
+        """A copy of this space with other input/classifier/width settings (restrictions kept)."""
+        space = type(self)(resolution=resolution or self.resolution,
+                           num_classes=num_classes or self.num_classes,
+                           in_channels=in_channels or self.in_channels,
+                           width_multiplier=width_multiplier or self.width_multiplier,
+                           **self._extra_kwargs())
+        return space.restricted(self.activation_map)
+
+    def restricted(self, activation_map: dict[str, str]) -> "SearchSpace":
+        """A copy whose members (and supernet candidates) use ``activation_map[a]`` wherever they would
+        use activation ``a``, e.g. ``{"hswish": "relu"}`` for an accelerator without HARD_SWISH
+        (:meth:`hwnas.latency.devices.Device.activation_substitutes`). Same decisions and sizes; the op
+        keys are those of the substituted blocks. Returns ``self`` for an empty map.
+
+        Raises:
+            SpecError: an unknown activation name.
+        """
+        mapping = {**self.activation_map, **dict(activation_map or {})}
+        if mapping == self.activation_map:
+            return self
+        space = copy.copy(self)
+        space.activation_map = mapping
+        space._restrict()
+        return space
+
+    def _restrict(self) -> None:
+        """Apply :attr:`activation_map` to precomputed candidates (layer-wise spaces); decode applies it to
+        every member."""
 
     def _extra_kwargs(self) -> dict:
         """Constructor arguments of a subclass beyond the common ones (kept by :meth:`at`)."""

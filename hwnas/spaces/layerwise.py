@@ -16,7 +16,7 @@ and the first stride-2 stage use stride 1, so a 32×32 input leaves the last sta
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassifierSpec, HeadSpec
@@ -55,6 +55,17 @@ class LayerwiseSpace(SearchSpace):
 
     def _extra_kwargs(self) -> dict:
         return {"small_input": self.small_input}
+
+    def _restrict(self) -> None:
+        # candidates of the supernet and of encode() carry the substituted activations too
+        def sub(c: str) -> str:
+            block = BlockSpec.from_compact(c)
+            if block.kind == "skip" or block.activation not in self.activation_map:
+                return c
+            return replace(block, activation=self.activation_map[block.activation]).to_compact()
+
+        self._slots = tuple(replace(slot, candidates=tuple(sub(c) for c in slot.candidates))
+                            for slot in self._build_slots())
 
     def _op_block(self, op: str, channels: int, stride: int) -> str:
         raise NotImplementedError

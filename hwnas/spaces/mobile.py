@@ -191,7 +191,7 @@ class RelaxedStagewiseSpace(SkipDepthSpace):
         return self.base.make_block(stage, opts, stride).to_compact()
 
     def at(self, **kwargs) -> "RelaxedStagewiseSpace":
-        return RelaxedStagewiseSpace(self.base.at(**kwargs))
+        return RelaxedStagewiseSpace(self.base.at(**kwargs)).restricted(self.activation_map)
 
 
 __all__ = ["SkipDepthSpace", "MobileNetV3Space", "EfficientNetV2Space", "RelaxedStagewiseSpace"]

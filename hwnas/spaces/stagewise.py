@@ -104,7 +104,7 @@ class StagewiseSpace(SearchSpace):
         (``--method fbnet|proxyless|singlepath``): see :class:`hwnas.spaces.mobile.RelaxedStagewiseSpace`."""
         from hwnas.spaces.mobile import RelaxedStagewiseSpace
 
-        return RelaxedStagewiseSpace(self)
+        return RelaxedStagewiseSpace(self).restricted(self.activation_map)
 
     def _covering_members(self) -> Iterable[Choices]:
         per_stage = [list(itertools.product(*[range(len(o)) for _, o in self.block_decisions(s)]))
