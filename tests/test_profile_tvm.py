@@ -75,10 +75,19 @@ def test_rpc_medians_match_local(rpc_server):
     builder = TVMOpBuilder(local)
     for key in ("ir_k3_e3_s1_c24_r6@16x16x24", "cn_k1_s1_c128_r6@8x8x64"):
         art = builder.build(OpKey.parse(key))
-        a = TVMRunner(local).measure(art)
-        b = TVMRunner(remote).measure(art)
-        assert "untuned" in a.note
-        assert b.median_ms == pytest.approx(a.median_ms, rel=0.25), (key, a, b)
+        # Up to 3 rounds: on 2 shared cores one round's medians can differ by >25 % from load alone (seen in
+        # full-suite runs); a runner that reports another quantity (per repeat instead of per run, s for ms)
+        # differs by the same factor in every round and still fails.
+        rounds = []
+        for _ in range(3):
+            a = TVMRunner(local).measure(art)
+            b = TVMRunner(remote).measure(art)
+            assert "untuned" in a.note and "untuned" in b.note
+            rounds.append((a.median_ms, b.median_ms))
+            if b.median_ms == pytest.approx(a.median_ms, rel=0.25):
+                break
+        else:
+            pytest.fail(f"{key}: RPC medians never within 25 % of local ones (local, rpc ms): {rounds}")
 
 
 @pytest.mark.slow
