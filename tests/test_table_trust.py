@@ -261,3 +261,20 @@ def test_predict_cli_prints_the_fallback_share_and_warns_when_large(tmp_path, mo
     assert res.exit_code == 0, res.output
     assert "share of the total priced by fallback:" in res.output
     assert "hwnas: warning:" in res.output and "fallback-priced key(s)" in res.output
+
+
+def test_devices_listing_survives_a_corrupt_table_and_names_it(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path))
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "home"))
+    (tmp_path / "host-x-32.yaml").write_text("meta: [\n")
+    result = CliRunner().invoke(main, ["devices", "--json"])
+    assert result.exit_code == 0, result.output  # every device listed, not exit 2 on the first corrupt table
+    assert "host-x-32.yaml" in result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert "host" in rows and "pixel1" in rows

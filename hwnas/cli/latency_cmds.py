@@ -23,8 +23,14 @@ def devices_cmd(as_json: bool) -> None:
     find_tables(errors=errors)
     for err in errors:
         click.echo(f"hwnas: warning: skipped {err}", err=True)
+    from hwnas.errors import TableError
+
     for dev in list_devices():
-        tables = find_tables(dev.name, aliases=dev.aliases)
+        try:
+            tables = find_tables(dev.name, aliases=dev.aliases)
+        except TableError as err:  # a corrupt table of this device: listed, not fatal for the whole listing
+            click.echo(f"hwnas: warning: {dev.name}: {err}", err=True)
+            tables = []
         rows.append({"name": dev.name, "aliases": dev.aliases, "kind": dev.kind, "backend": dev.backend,
                      "transport": dev.transport.kind, "threads": dev.threads, "precision": dev.precision,
                      "priced_by": "cost model (estimated)" if dev.estimated else "tables",

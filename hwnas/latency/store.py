@@ -187,8 +187,8 @@ class KeyStore:
         return MissingKeysError(
             f"{len(keys)} op key(s){' of ' + what if what else ''} not in any latency table of device "
             f"'{self.device.name}' ({where}): {listed}; op key '{first}' is not in the store, nearest keys: "
-            f"{', '.join(near) if near else 'none'}. Measure them with: {fix} (or price them from the nearest "
-            f"keys with --fallback)", device=self.device.name, keys=keys)
+            f"{', '.join(near) if near else 'none'}. Measure them with: {fix} (or, for hwnas predict, price them "
+            f"from the nearest keys with --fallback)", device=self.device.name, keys=keys)
 
     def __repr__(self) -> str:
         return f"KeyStore({self.describe()!r})"
