@@ -60,3 +60,13 @@ def test_bad_searcher_option_leaves_no_run_folder(tmp_path):
                                "--out", str(tmp_path / "run")))
     assert "unknown option(s)" in msg and "bogus" in msg
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,expected", [(["--epochs", "0"], "--epochs must be at least 1, got 0"),
+                                           (["--resolution", "3"], "--resolution must be at least 8, got 3"),
+                                           (["--batch-size", "0"], "--batch-size must be at least 1, got 0")])
+def test_search_refuses_nonsense_sizes_before_any_run_folder(tmp_path, args, expected):
+    out = tmp_path / "run"
+    msg = one_line_error(hwnas("search", "--target", "pixel", "--data", "digits", "--out", str(out), *args))
+    assert expected in msg
+    assert not out.exists()

@@ -70,7 +70,7 @@ def _stdout_to_stderr(active: bool):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="PyTorch CPU threads.")
 @click.option("--workers", type=int, default=None,
-              help="DataLoader worker processes decoding images [default: 0 for in-memory data, 4 for imagefolder].")
+              help="DataLoader worker processes decoding images [default: 0 for in-memory data, min(4, CPU cores) for imagefolder].")
 @click.option("--augment", type=click.Choice(["auto", "imagenet", "small"]), default="auto", show_default=True,
               help="Transforms: imagenet (RandomResizedCrop + flip; eval resize/0.875 + centre crop), small "
                    "(pad-crop + flip, for 32-px data); auto: imagenet for imagefolder, else small.")

@@ -610,7 +610,7 @@ def load_data(name: str = "mnist5k", *, resolution: int | None = None, seed: int
             ignored when the dataset ships a test split).
         limit: use only the first ``limit`` images of the pool after shuffling (quick runs and tests).
         augment: ``auto`` (``imagenet`` for imagefolder, ``small`` otherwise) | ``imagenet`` | ``small``.
-        workers: DataLoader worker processes (default: 0 for in-memory sources, 4 for image folders).
+        workers: DataLoader worker processes (default: 0 for in-memory sources, min(4, CPU cores) for image folders).
         pin_memory: pin batches (for CUDA training).
 
     Raises:
@@ -648,8 +648,11 @@ def load_data(name: str = "mnist5k", *, resolution: int | None = None, seed: int
     mean, std = _channel_stats(pool, train_idx, base, STATS_IMAGES)
     tf = Transform(res, recipe, flip, in_ch, mean, std)
     num_classes = int(max(pool.labels.max(), test_src.labels.max())) + 1
-    if workers is None:
-        workers = 4 if is_folder else 0
+    if workers is None:  # decoding files: up to 4 workers, never more than the machine's cores
+        import os
+
+        workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) \
+            if is_folder else 0
 
     def split(src, idx):
         return Split(SplitDataset(src, np.asarray(idx, np.int64), tf, tf))

@@ -69,7 +69,7 @@ class SearchConfig:
     quantize: str | None = None        # None (float32) | int8
     seed: int = 0
     threads: int = 1
-    workers: int | None = None         # DataLoader worker processes (None: 0 in-memory data, 4 image folders)
+    workers: int | None = None         # DataLoader worker processes (None: 0 in-memory data, min(4, cores) image folders)
     augment: str = "auto"              # transforms: auto | imagenet | small (hwnas.search.data)
     recipe: str | None = None          # the --recipe preset these values came from (hwnas.search.recipes)
     device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
@@ -286,6 +286,11 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         raise ConfigError(f"--quantize must be int8 or float16, got '{cfg.quantize}'")
     if cfg.final not in ("finetune", "scratch"):
         raise ConfigError(f"--final must be finetune or scratch, got '{cfg.final}'")
+    for opt, value, low in (("--epochs", cfg.epochs, 1), ("--warmup-epochs", cfg.warmup_epochs, 0),
+                            ("--final-epochs", cfg.final_epochs, 0), ("--batch-size", cfg.batch_size, 1),
+                            ("--samples", cfg.samples, 1), ("--resolution", cfg.resolution, 8)):
+        if value is not None and int(value) < low:
+            raise ConfigError(f"{opt} must be at least {low}, got {value}")
     torch.set_num_threads(max(1, int(cfg.threads)))
     from hwnas.search.train import Precision, resolve_device
 
