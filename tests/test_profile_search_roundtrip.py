@@ -66,7 +66,7 @@ def test_host_round_trip_profiles_searches_and_measures(tmp_path, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(main, [*SEARCH, "--no-profile", "--out", str(tmp_path / "refused")])
     assert res.exit_code == 2 and "4 op key(s)" in res.output, res.output
-    command = res.output[res.output.index("hwnas profile"):].split(" (or price")[0]
+    command = res.output[res.output.index("hwnas profile"):].split(" (or")[0]
     args = shlex.split(command)[1:] + ["--repeats", "3", "--warmup", "1", "--limit", "2"]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, res.output
