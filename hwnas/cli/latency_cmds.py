@@ -193,7 +193,12 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, no_profil
     from hwnas.latency.predict import load_predictor
     from hwnas.zoo import load_arch
 
+    from hwnas.latency.predict import check_resolution
+
+    if resolution is not None:
+        check_resolution(resolution)
     a = load_arch(arch, width=width, resolution=resolution)
+    check_resolution(a.resolution, option="the architecture's resolution")
     dev = get_device(target)
     if table_path:
         predictor = load_predictor(dev, resolution=a.resolution, table=table_path, fallback=fallback)
@@ -235,7 +240,8 @@ def predict_cmd(arch, width, resolution, target, table_path, fallback, no_profil
     if pred.calibration:
         where = f" (from {pred.calibration['table']})" if pred.calibration.get("table") else ""
         click.echo(f"calibration: scale {pred.calibration['scale']:.4f}, offset {pred.calibration['offset_ms']:.3f} ms"
-                   f"{where}")
+                   f"{where}" + "".join(f"; {n}: scale {c['scale']:.4f} on its {c['ops']} op(s) only"
+                                        for n, c in pred.calibration.get("per_table", {}).items() if where))
     if pred.fallback:
         click.echo(f"fallback used for {len(pred.fallback)} key(s): {', '.join(pred.fallback)}")
         click.echo(f"share of the total priced by fallback: {100 * pred.fallback_share:.0f} %")

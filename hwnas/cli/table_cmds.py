@@ -12,6 +12,15 @@ from hwnas.cli.latency_cmds import table_group
 @click.option("--device", required=True, help="Device name or alias with a runner (host, or a phone over adb).")
 @click.option("--space", default=None, help="Space of the table to check (default: the device's only measured one).")
 @click.option("--resolution", type=int, default=None, help="Resolution of the table (default: its only one).")
+@click.option("--width", type=float, default=None,
+              help="Width multiplier of the space, as the search used it [default: 1, or the run's].")
+@click.option("--in-channels", "in_channels", type=int, default=None,
+              help="Input channels of the space, as the search used them [default: 3, or the run's].")
+@click.option("--classes", type=int, default=None,
+              help="Classifier outputs of the space, as the search used them [default: 1000, or the run's].")
+@click.option("--from-run", "from_run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Check the space a search run used (its run folder: space, resolution, width, channels, "
+                   "classes).")
 @click.option("--table", "table_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Check this table file instead of looking one up.")
 @click.option("--members", type=click.IntRange(2, None), default=20, show_default=True,
@@ -20,9 +29,14 @@ from hwnas.cli.latency_cmds import table_group
 @click.option("--repeats", type=click.IntRange(1, None), default=None, help="Timed runs per member (default: the device's).")
 @click.option("--no-save", is_flag=True, help="Do not store the result in the table's metadata.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def table_check(device, space, resolution, table_path, members, seed, repeats, no_save, as_json) -> None:
+def table_check(device, space, resolution, width, in_channels, classes, from_run, table_path, members, seed, repeats,
+                no_save, as_json) -> None:
     """Measure N random members of a measured table's space end to end on DEVICE and print share within
     ±10 %, RMSPE, Spearman and Kendall τ of the table's predictions (calibration included).
+
+    The members are drawn from the space a search used: --space/--resolution with --width, --in-channels
+    and --classes as given to hwnas search (or all of them from --from-run RUN); the table checked is
+    then a measured table of the device that holds every op key of that space.
 
     The result is stored in the table's metadata (``meta.fidelity``); ``hwnas devices`` and
     ``hwnas predict`` show it, and predictions warn when the share or τ is below the thresholds
@@ -34,8 +48,56 @@ def table_check(device, space, resolution, table_path, members, seed, repeats, n
     from hwnas.profile.check import FIDELITY_MIN_KENDALL_TAU, FIDELITY_MIN_WITHIN_10PCT, check_table, fidelity_warning
 
     dev = get_device(device)
+    sp = None
+    if from_run:
+        from hwnas.errors import ConfigError
+        from hwnas.profile.run import run_request
+
+        given = [n for n, v in (("--space", space), ("--resolution", resolution), ("--width", width),
+                                ("--in-channels", in_channels), ("--classes", classes)) if v is not None]
+        if given:
+            raise ConfigError(f"--from-run takes the space from the run; drop {', '.join(given)}")
+        sp = run_request(from_run, device=dev).space
+    elif any(v is not None for v in (width, in_channels, classes)):
+        from hwnas.errors import ConfigError
+        from hwnas.spaces import resolve_space
+
+        if space is None and not table_path:
+            raise ConfigError("--width/--in-channels/--classes need --space (or --table, or --from-run RUN)")
+        if resolution is None and not table_path:
+            raise ConfigError("--width/--in-channels/--classes need --resolution (or --table, or --from-run RUN)")
+        base = LatencyTable.load(table_path, device=dev.name) if table_path else None
+        sp = resolve_space(space or base.meta.space, resolution=resolution or base.meta.resolutions[0],
+                           width=width if width is not None else 1.0,
+                           in_channels=in_channels if in_channels is not None else 3,
+                           classes=classes if classes is not None else 1000, device=dev)
+    predictor = None
     if table_path:
         table = LatencyTable.load(table_path, device=dev.name)
+    elif sp is not None:
+        from hwnas.profile.run import space_label
+
+        keys = [str(k) for k in sp.op_keys() if k.kind != "skip"]
+        tables = [t for t in find_tables(dev.name, sp.name, sp.resolution, dev.aliases)
+                  if not t.meta.estimated and all(k in t for k in keys)]
+        if not tables:  # the keys may be spread over several tables (a search profiles what is missing)
+            from hwnas.latency.predict import load_predictor
+
+            store_pred = load_predictor(dev)
+            if not store_pred.store.missing(keys) and store_pred.store.measured:
+                counts: dict[int, list] = {}
+                for k in keys:
+                    t = store_pred.store.lookup(k).table
+                    counts.setdefault(id(t), [t, 0])[1] += 1
+                tables = [max(counts.values(), key=lambda tn: tn[1])[0]]
+                predictor = store_pred
+        if not tables:
+            raise TableError(f"no measured table of device '{dev.name}' holds every op key of {space_label(sp)} at "
+                             f"{sp.resolution} px; make one with: hwnas profile --device {dev.name} "
+                             + (f"--from-run {from_run}" if from_run else
+                                f"--space {sp.name} --resolution {sp.resolution} --width {sp.width_multiplier:g} "
+                                f"--in-channels {sp.in_channels} --classes {sp.num_classes}"))
+        table = tables[0]
     else:
         tables = [t for t in find_tables(dev.name, space, resolution, dev.aliases) if not t.meta.estimated]
         if not tables:
@@ -55,7 +117,8 @@ def table_check(device, space, resolution, table_path, members, seed, repeats, n
 
     bar = tqdm(total=members, desc="table check", unit="member", disable=as_json or None)
     try:
-        report = check_table(dev, table, members=members, seed=seed, progress=lambda i, n: bar.update(1))
+        report = check_table(dev, table, members=members, seed=seed, progress=lambda i, n: bar.update(1), space=sp,
+                             predictor=predictor)
     finally:
         bar.close()
     saved = None
@@ -70,7 +133,9 @@ def table_check(device, space, resolution, table_path, members, seed, repeats, n
         print_json({"device": dev.name, "space": table.meta.space, "resolution": table.meta.resolutions[0],
                     "table": str(table.path), "saved": saved, **report})
         return
-    click.echo(f"{dev.name} {table.meta.space}@{table.meta.resolutions[0]} ({table.path}), "
+    label = (f"{report['space']} w{report['width']:g} c{report['in_channels']} k{report['classes']}"
+             f"@{report['resolution']}")
+    click.echo(f"{dev.name} {label} ({table.path}), "
                f"{summary['members']} members, load average {summary['load_average']}:")
     click.echo(f"  within ±10 %  {100 * summary['within_10pct']:.1f} %   (warn below {100 * FIDELITY_MIN_WITHIN_10PCT:.0f} %)")
     click.echo(f"  RMSPE         {summary['rmspe_pct']:.2f} %")

@@ -1,11 +1,14 @@
 """Latency/energy prediction from a device's key store (:mod:`hwnas.latency.store`: the union of all its
 tables, asked by op key) and, for estimated devices, its cost model for keys no measured table holds.
 
-``latency(arch) = scale · Σ_ops entry(op_key) + offset_ms``: the sum of per-op entries over the
+``latency(arch) = Σ_ops scale_t(op) · entry(op_key) + offset_ms``: the sum of per-op entries over the
 architecture's op keys (:func:`hwnas.opkey.arch_op_keys`: stem, blocks, head, classifier), with an
-optional linear calibration fitted on whole-model measurements stored in the table
+optional linear calibration fitted on whole-model measurements stored in a table
 (:func:`fit_calibration`), which absorbs per-inference overhead and cross-op fusion effects
-(nn-Meter, Zhang et al. 2021, §3 show per-op sums miss these).
+(nn-Meter, Zhang et al. 2021, §3 show per-op sums miss these). A table's calibration applies only to
+the entries of that table: ``scale_t(op)`` is the scale of the table that priced ``op`` (1 for the cost
+model, identities and uncalibrated tables) and ``offset_ms`` the offset of the table that priced the
+largest share of the raw sum.
 
 Rules:
 
@@ -29,12 +32,31 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hwnas.arch import ArchSpec
-from hwnas.errors import TableError
+from hwnas.errors import SpecError, TableError
 from hwnas.latency.costmodel import CostModel
 from hwnas.latency.devices import Device, get_device
 from hwnas.latency.store import KeyStore, table_name
 from hwnas.latency.table import LatencyTable
 from hwnas.opkey import OpKey, arch_op_keys
+
+
+#: Input resolutions (px) hwnas prices at all: from 8 (the smallest ``hwnas search`` accepts) to 1024
+#: (above every published mobile network's input; EfficientNet-B7 takes 600 px). Outside it every
+#: op would be an extrapolation, and on the host a profile would try to build such a network.
+RESOLUTION_RANGE = (8, 1024)
+
+
+def check_resolution(resolution: int, *, option: str = "--resolution") -> int:
+    """Refuse a resolution outside :data:`RESOLUTION_RANGE`.
+
+    Raises:
+        SpecError: naming the option, the value and the range.
+    """
+    lo, hi = RESOLUTION_RANGE
+    if not lo <= int(resolution) <= hi:
+        raise SpecError(f"{option} must be between {lo} and {hi} px, got {resolution}: hwnas does not extrapolate "
+                        f"latency tables or cost models that far")
+    return int(resolution)
 
 
 @dataclass(frozen=True)
@@ -147,13 +169,46 @@ class Predictor:
         self.store = store if store is not None else KeyStore(device, [])
         self.cost_model = (CostModel(device.cost_model.params, device.cost_model.kind)
                            if (table is None and device.cost_model) else None)
-        cal = None
-        if calibrated:
-            cal = table.calibration if table is not None else (self.store.calibration or (None,))[0]
-        self._calibration = cal
-        self.scale = cal.scale if cal else 1.0
-        self.offset_ms = cal.offset_ms if cal else 0.0
-        self._cache: dict[str, tuple[float, str]] = {}
+        self.calibrated = calibrated
+        self._cache: dict[str, tuple[float, str, LatencyTable | None]] = {}
+
+    # ------------------------------------------------------------------ calibration (per table)
+    def calibration_of(self, table: LatencyTable | None):
+        """The :class:`~hwnas.latency.table.Calibration` that applies to entries of ``table`` (None: none).
+
+        A table's calibration applies to that table's entries only (an explicit ``table`` has its own;
+        in a key store each measured table its own, :meth:`KeyStore.calibration_of`), never to keys
+        another table or the cost model priced."""
+        if not self.calibrated or table is None:
+            return None
+        if self.table is not None:
+            return self.table.calibration if table is self.table else None
+        return self.store.calibration_of(table)
+
+    def scale_of(self, table: LatencyTable | None) -> float:
+        cal = self.calibration_of(table)
+        return cal.scale if cal is not None else 1.0
+
+    @property
+    def scale(self) -> float:
+        """The scale of an explicit table's calibration (1.0 without one; a key store has one per table)."""
+        return self.scale_of(self.table)
+
+    def _offset(self, priced: list[tuple[float, LatencyTable | None]]) -> tuple[float, LatencyTable | None]:
+        """The offset (ms) of the table that priced the largest share of the raw sum, and that table."""
+        share: dict[int, list] = {}
+        for raw, table in priced:
+            if table is not None:
+                share.setdefault(id(table), [table, 0.0])[1] += raw
+        if not share:
+            return 0.0, None
+        top = max(share.values(), key=lambda tv: tv[1])[0]
+        cal = self.calibration_of(top)
+        return (cal.offset_ms if cal is not None else 0.0), top
+
+    def offset_for(self, arch: ArchSpec) -> float:
+        """The calibration offset (ms) a prediction of ``arch`` adds (see :meth:`_offset`)."""
+        return self._offset([(r, t) for r, _, t in (self._price(k) for _, k in arch_op_keys(arch))])[0]
 
     # ------------------------------------------------------------------ description
     @property
@@ -176,14 +231,25 @@ class Predictor:
                          else f"no latency table of {self.device.name}")
         return "; ".join(parts)
 
-    def calibration_info(self) -> dict[str, Any] | None:
-        c = self._calibration
-        if c is None:
+    def calibration_info(self, priced: list[tuple[float, LatencyTable | None]] | None = None) -> dict[str, Any] | None:
+        """The calibration(s) a prediction used: scale/offset/fit report of the table that priced most of it
+        (``table``: its file), and ``per_table``: ``{file: {scale, offset_ms, ops}}`` for every calibrated
+        table that priced an op. None when no calibrated table priced anything."""
+        if priced is None:
+            priced = [(1.0, self.table)] if self.table is not None else []
+        ops: dict[int, list] = {}
+        for _, t in priced:
+            if self.calibration_of(t) is not None:
+                ops.setdefault(id(t), [t, 0])[1] += 1
+        if not ops:
             return None
-        where = None
-        if self.table is None and self.store.calibration is not None:
-            where = table_name(self.store.calibration[1])
-        return {"scale": c.scale, "offset_ms": c.offset_ms, "points": len(c.points), "table": where, **c.report}
+        _, top = self._offset(priced)
+        main = top if self.calibration_of(top) is not None else max(ops.values(), key=lambda tn: tn[1])[0]
+        c = self.calibration_of(main)
+        per_table = {table_name(t): {"scale": self.calibration_of(t).scale, "offset_ms": self.calibration_of(t).offset_ms,
+                                     "ops": n} for t, n in ops.values()}
+        return {"scale": c.scale, "offset_ms": c.offset_ms if main is top else 0.0, "points": len(c.points),
+                "table": table_name(main) if self.table is None else None, **c.report, "per_table": per_table}
 
     # ------------------------------------------------------------------ ops
     def priced(self, key: OpKey | str) -> bool:
@@ -202,17 +268,23 @@ class Predictor:
 
     def _raw(self, key: OpKey) -> tuple[float, str]:
         """Uncalibrated latency (ms) of one op and its source."""
+        raw, source, _ = self._price(key)
+        return raw, source
+
+    def _price(self, key: OpKey) -> tuple[float, str, LatencyTable | None]:
+        """Uncalibrated latency (ms) of one op, its source and the table whose entry priced it (None:
+        identity or cost model)."""
         s = str(key)
         hit = self._cache.get(s)
         if hit is not None:
             return hit
         found = self.store.lookup(s)
         if key.kind == "skip":
-            out = (0.0, "identity")
+            out = (0.0, "identity", None)
         elif found is not None:
-            out = (found.entry.median_ms, found.source)
+            out = (found.entry.median_ms, found.source, found.table)
         elif self.cost_model is not None:
-            out = (self.cost_model.op_ms(key), "cost-model")
+            out = (self.cost_model.op_ms(key), "cost-model", None)
         elif self.fallback:
             out = self._fallback(key)
         else:
@@ -230,7 +302,8 @@ class Predictor:
         macs = max(key.macs(), 1)
         best = min(near, key=lambda k: abs(OpKey.parse(k).macs() - macs) / macs)
         ratio = macs / max(OpKey.parse(best).macs(), 1)
-        return self.store.lookup(best).entry.median_ms * ratio, f"fallback: {best} x{ratio:.3f}"
+        hit = self.store.lookup(best)
+        return hit.entry.median_ms * ratio, f"fallback: {best} x{ratio:.3f}", hit.table
 
     def op_latency(self, key: OpKey | str) -> float:
         """Calibrated latency of one op in ms (``scale · entry``; the offset is per model, not per op).
@@ -239,7 +312,8 @@ class Predictor:
             MissingKeysError: the key is not in the store (and fallback is off).
         """
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
-        return self.scale * self._raw(key)[0]
+        raw, _, table = self._price(key)
+        return self.scale_of(table) * raw
 
     def op_energy(self, key: OpKey | str) -> tuple[float | None, str | None]:
         """Energy of one op in mJ and its source, or ``(None, None)`` when the device declares none."""
@@ -248,7 +322,7 @@ class Predictor:
             return 0.0, "identity"
         found = self.store.lookup(key)
         if found is not None and found.entry.energy_mj is not None:
-            return self.scale * found.entry.energy_mj, found.entry.energy_source
+            return self.scale_of(found.table) * found.entry.energy_mj, found.entry.energy_source
         pm = self.device.power_model
         if pm is not None:
             from hwnas.latency.energy import declared_source
@@ -273,6 +347,7 @@ class Predictor:
                 ``hwnas profile --device D --arch ...``).
         """
         self.check_arch(arch)
+        check_resolution(arch.resolution, option="resolution")
         if not self.fallback:
             missing = self.missing(arch)
             if missing:
@@ -282,23 +357,35 @@ class Predictor:
         blocks, fallback = [], []
         energies: list[float | None] = []
         sources: set[str] = set()
+        priced: list[tuple[float, LatencyTable | None]] = []
         for layer, key in arch_op_keys(arch):
-            raw, source = self._raw(key)
+            raw, source, table = self._price(key)
+            priced.append((raw, table))
             if source.startswith("fallback"):
                 fallback.append(str(key))
             e, esrc = self.op_energy(key)
             if esrc and esrc != "identity":
                 sources.add(esrc.split(":")[0])
             energies.append(e)
-            blocks.append(BlockPrediction(layer.name, str(key), self.scale * raw, e, source, esrc))
-        latency = sum(b.latency_ms for b in blocks) + self.offset_ms
+            blocks.append(BlockPrediction(layer.name, str(key), self.scale_of(table) * raw, e, source, esrc))
+        offset_ms, _ = self._offset(priced)
+        latency = sum(b.latency_ms for b in blocks) + offset_ms
         energy = None if any(e is None for e in energies) else sum(energies)
-        if energy is not None and self.offset_ms and self.device.power_model:
-            energy += self.device.power_model.active_w * self.offset_ms
+        if energy is not None and offset_ms and self.device.power_model:
+            energy += self.device.power_model.active_w * offset_ms
         fidelity, warnings = self._fidelity(arch)
+        warnings += self._foreign_warnings(priced)
+        if fallback:
+            res = sorted({r for t in self.store.tables for r in t.meta.resolutions})
+            if res and not res[0] <= arch.resolution <= res[-1]:
+                share = sum(b.latency_ms for b in blocks if b.source.startswith("fallback")) / max(latency, 1e-12)
+                warnings.append(f"resolution {arch.resolution} px is outside the resolutions of {self.device.name}'s "
+                                f"tables ({res[0]}-{res[-1]} px): {len(fallback)} key(s), {100 * share:.0f} % of the "
+                                f"total, are extrapolated from other shapes by MACs; measure them with hwnas profile "
+                                f"--device {self.device.name} --resolution {arch.resolution}")
         return Prediction(latency_ms=float(latency), energy_mj=energy, per_block=blocks, missing=list(fallback),
                           provenance=self._provenance_of(blocks), device=self.device.name,
-                          calibration=self.calibration_info(), fallback=fallback,
+                          calibration=self.calibration_info(priced), fallback=fallback,
                           energy_source=", ".join(sorted(sources)) or None, fidelity=fidelity, warnings=warnings)
 
     def _fidelity(self, arch: ArchSpec) -> tuple[dict[str, Any] | None, list[str]]:
@@ -320,6 +407,29 @@ class Predictor:
             if w:
                 warnings.append(w if len(ranked) == 1 else f"{table_name(t)}: {w}")
         return ({k: v for k, v in main.items() if k != "rows"} if main else None), warnings
+
+    def _foreign_warnings(self, priced: list[tuple[float, LatencyTable | None]]) -> list[str]:
+        """One warning per table of the key store measured on another machine that priced ops here
+        (:func:`hwnas.latency.store.foreign_machine`): its figures describe that machine, not this one."""
+        from hwnas.latency.store import foreign_machine
+
+        if self.table is not None:
+            return []
+        used: dict[int, list] = {}
+        for raw, t in priced:
+            if t is not None:
+                used.setdefault(id(t), [t, 0, 0.0])
+                used[id(t)][1] += 1
+                used[id(t)][2] += raw
+        total = sum(r for r, _ in priced) or 1.0
+        out = []
+        for t, n, part in used.values():
+            why = foreign_machine(t, self.device)
+            if why:
+                out.append(f"{n} op(s), {100 * part / total:.0f} % of the raw sum, priced from {table_name(t)}, {why}: "
+                           f"its figures describe that machine; measure them here with hwnas profile --device "
+                           f"{self.device.name} --remeasure (--arch ARCH or --space S)")
+        return out
 
     def _provenance_of(self, blocks: list[BlockPrediction]) -> str:
         """The provenance of one prediction: which tables (or the cost model) priced its ops."""
@@ -488,7 +598,7 @@ def layer_latency_table(predictor: Predictor, space) -> LayerLatencyTable:
         block_pairs = pairs[1 + n_fixed: 1 + n_fixed + len(slots)]
         if fixed_ms is None:
             fixed = pairs[: 1 + n_fixed] + pairs[1 + n_fixed + len(slots):]
-            fixed_ms = sum(predictor.op_latency(k) for _, k in fixed) + predictor.offset_ms
+            fixed_ms = sum(predictor.op_latency(k) for _, k in fixed) + predictor.offset_for(arch)
         for i, (slot, (_, key)) in enumerate(zip(slots, block_pairs)):
             if j < len(slot.candidates):
                 keys[i].append(str(key))
@@ -502,5 +612,5 @@ def latency_bounds(predictor: Predictor, space) -> tuple[float, float]:
     return (t.fixed_ms + sum(min(r) for r in t.per_layer), t.fixed_ms + sum(max(r) for r in t.per_layer))
 
 
-__all__ = ["Prediction", "BlockPrediction", "Predictor", "load_predictor", "predict", "fit_calibration",
+__all__ = ["RESOLUTION_RANGE", "check_resolution", "Prediction", "BlockPrediction", "Predictor", "load_predictor", "predict", "fit_calibration",
            "LayerLatencyTable", "layer_latency_table", "latency_bounds"]

@@ -8,8 +8,12 @@ key was made for (the key itself states the op's shape: :mod:`hwnas.opkey`).
 :attr:`KeyStore.tables`):
 
 1. a ``measured`` table before an ``estimated`` one;
-2. then the newer table (``meta.date``) first;
-3. then the earlier folder on the table path (:func:`hwnas.latency.table.table_dirs`:
+2. on a device measured here (``transport: local``, e.g. ``host``): a table measured on this machine
+   before one whose ``meta.machine`` names another CPU (:func:`foreign_machine`; such a table, e.g. the
+   shipped host table from the project's machine, still prices what no table of this machine holds,
+   and every prediction that uses it says so);
+3. then the newer table (``meta.date``) first;
+4. then the earlier folder on the table path (:func:`hwnas.latency.table.table_dirs`:
    ``$HWNAS_TABLE_PATH``, the user folder ``$HWNAS_HOME/latency_tables``, the shipped tables),
    then the file name.
 
@@ -18,8 +22,11 @@ from a measured table when one holds it and from the cost model otherwise; the d
 tables are the cost model's own materialisation and are not consulted.
 
 Calibration (scale/offset fitted on whole-model measurements, :func:`hwnas.latency.predict.fit_calibration`)
-is a property of one table; the store uses the calibration of the first calibrated measured table
-in the order above and applies it to the whole sum.
+is a property of one table and applies only to that table's entries: the predictor scales each entry by
+the scale of the table it came from, and adds the offset of the table that priced the largest share of
+the network (:meth:`hwnas.latency.predict.Predictor.offset_for`). A calibration fitted on 224-px
+MobileNetV2 members says nothing about a table profiled at 16 px (a user trial found +81 % errors when
+one table's scale was applied to every key).
 
 Every answer names its table (:attr:`StoreHit.source`), so ``hwnas predict`` shows per block where
 its figure came from.
@@ -68,10 +75,52 @@ def table_name(table: LatencyTable) -> str:
     return table.path.name if table.path else f"{table.meta.device}-{table.meta.space} (in memory)"
 
 
-def _rank(tables: Sequence[LatencyTable]) -> list[LatencyTable]:
+_MACHINE_FIELDS = ("machine", "cpu", "cpus")
+
+
+def foreign_machine(table: LatencyTable, device: Device) -> str | None:
+    """Why ``table`` does not describe this machine, or None.
+
+    Only for a measured table of a device timed here (``transport: local``) whose ``meta.machine``
+    records the CPU: it is foreign when its architecture, CPU model or CPU count differs from
+    :func:`hwnas.latency.table.machine_info` now. A table without machine details is not judged.
+
+    Returns:
+        e.g. ``"measured on AMD EPYC (2 CPUs, x86_64), this machine is Intel Xeon (2 CPUs, x86_64)"``.
+    """
+    m = table.meta.machine
+    if table.meta.estimated or not m or device.transport.kind != "local":
+        return None
+    here = _here()
+    diffs = [f for f in _MACHINE_FIELDS if m.get(f) is not None and here.get(f) is not None and m[f] != here[f]]
+    if not diffs:
+        return None
+
+    def name(d):
+        return f"{d.get('cpu', '?')} ({d.get('cpus', '?')} CPUs, {d.get('machine', '?')})"
+
+    return f"measured on {name(m)}, this machine is {name(here)}"
+
+
+_HERE: dict | None = None
+
+
+def _here() -> dict:
+    global _HERE
+    if _HERE is None:
+        from hwnas.latency.table import machine_info
+
+        _HERE = machine_info()
+    return _HERE
+
+
+def _rank(tables: Sequence[LatencyTable], device: Device | None = None) -> list[LatencyTable]:
     """Precedence order (see the module docstring); ``tables`` come in table-path order."""
-    # stable sorts (reverse=True keeps ties in order): path order, then newest first, then measured first
+    # stable sorts (reverse=True keeps ties in order): path order, then newest first, then this machine's
+    # first, then measured first
     by_date = sorted(tables, key=lambda t: t.meta.date, reverse=True)
+    if device is not None:
+        by_date = sorted(by_date, key=lambda t: foreign_machine(t, device) is not None)
     return sorted(by_date, key=lambda t: t.meta.estimated)
 
 
@@ -88,7 +137,7 @@ class KeyStore:
 
     def __init__(self, device: Device | str, tables: Iterable[LatencyTable] = (), *, skipped: Sequence[str] = ()):
         self.device = device if isinstance(device, Device) else get_device(device)
-        self.tables: list[LatencyTable] = _rank(list(tables))
+        self.tables: list[LatencyTable] = _rank(list(tables), self.device)
         self.skipped = list(skipped)
         self._index: dict[str, StoreHit] = {}
         for table in reversed(self.tables):  # higher precedence overwrites
@@ -142,13 +191,16 @@ class KeyStore:
         same = [k for k in self._index if k.split("_", 1)[0] == kind] or list(self._index)
         return difflib.get_close_matches(key, same, n=n, cutoff=0.0)
 
-    @property
-    def calibration(self) -> tuple[Calibration, LatencyTable] | None:
-        """The calibration the store applies and its table (first calibrated measured table), or None."""
-        for t in self.tables:
-            if t.calibration is not None and not t.meta.estimated:
-                return t.calibration, t
-        return None
+    @staticmethod
+    def calibration_of(table: LatencyTable | None) -> Calibration | None:
+        """The calibration that applies to ``table``'s entries: its own (measured tables only), or None."""
+        if table is None or table.meta.estimated:
+            return None
+        return table.calibration
+
+    def foreign(self) -> dict[str, str]:
+        """``{table name: why}`` for each table measured on another machine (:func:`foreign_machine`)."""
+        return {table_name(t): why for t in self.tables if (why := foreign_machine(t, self.device))}
 
     @property
     def measured(self) -> bool:
@@ -194,4 +246,4 @@ class KeyStore:
         return f"KeyStore({self.describe()!r})"
 
 
-__all__ = ["KeyStore", "StoreHit", "MissingKeysError", "table_name"]
+__all__ = ["KeyStore", "StoreHit", "MissingKeysError", "table_name", "foreign_machine"]

@@ -171,9 +171,14 @@ def fidelity_line(fidelity: dict[str, Any] | None) -> str | None:
 
 
 def check_table(device: str | Device, table: LatencyTable, *, members: int = 20, seed: int = 0,
-                builder=None, runner=None, progress=None) -> dict[str, Any]:
+                builder=None, runner=None, progress=None, space=None, predictor=None) -> dict[str, Any]:
     """Measure ``members`` random members of ``table``'s space end to end on ``device`` and compare
     them with the table's predictor (calibration included, as ``hwnas predict`` prices them).
+
+    ``space``: the :class:`~hwnas.spaces.SearchSpace` to draw from (a search's width, input channels and
+    classes, built by :func:`hwnas.spaces.resolve_space`); default the table's space name at its first
+    resolution with the default width 1, 3 channels and 1000 classes. The report records its
+    ``width``, ``in_channels`` and ``classes``.
 
     Returns the fidelity report (:func:`fidelity_stats` plus ``date``, ``seed``, ``load_average``
     (1-minute load while measuring, when readable), ``timer`` and per-member ``measured_ms`` /
@@ -191,8 +196,9 @@ def check_table(device: str | Device, table: LatencyTable, *, members: int = 20,
 
     dev = device if isinstance(device, Device) else get_device(device)
     resolution = table.meta.resolutions[0]
-    sp = get_space(table.meta.space, resolution=resolution)
-    predictor = Predictor(dev, table)
+    sp = space if space is not None else get_space(table.meta.space, resolution=resolution)
+    priced_by = predictor.provenance if predictor is not None else None
+    predictor = predictor or Predictor(dev, table)
     builder = builder or make_builder(dev)
     runner = runner or make_runner(dev)
     rng = random.Random(seed)
@@ -211,7 +217,8 @@ def check_table(device: str | Device, table: LatencyTable, *, members: int = 20,
     finally:
         runner.close()
     report = fidelity_stats([r["measured_ms"] for r in rows], [r["predicted_ms"] for r in rows])
-    report.update({"date": now_iso(), "seed": seed, "timer": dev.timer,
+    report.update({"date": now_iso(), "seed": seed, "timer": dev.timer, "space": sp.name, "resolution": sp.resolution,
+                   "width": sp.width_multiplier, "in_channels": sp.in_channels, "classes": sp.num_classes, "priced_by": priced_by,
                    "load_average": round(statistics.fmean(loads), 2) if loads else None, "rows": rows})
     return report
 

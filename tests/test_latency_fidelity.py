@@ -1,0 +1,187 @@
+"""Host fidelity: calibration scope per table, tables from another machine, table check with a search's
+options, predict's resolution range and the learned per-device correction."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwnas.latency.devices import get_device
+from hwnas.latency.predict import load_predictor
+from hwnas.latency.store import KeyStore
+from hwnas.latency.table import Calibration, LatencyTable, TableMeta
+from hwnas.opkey import arch_op_keys
+from hwnas.spaces import resolve_space
+
+
+def _table(space, resolution, *, value, date="2026-12-01T00:00:00Z", machine=None, calibration=None, width=1.0):
+    sp = resolve_space(space, resolution=resolution, width=width)
+    meta = TableMeta(device="host", space=space, resolutions=[resolution], backend="tflite", date=date,
+                     hwnas_version="0", provenance="measured", machine=machine)
+    return LatencyTable(meta, {str(k): {"median_ms": 0.0 if k.kind == "skip" else value, "samples": 3}
+                               for k in sp.op_keys()}, calibration)
+
+
+def _raw_sum(arch, value):
+    return sum(0.0 if k.kind == "skip" else value for _, k in arch_op_keys(arch))
+
+
+def test_a_tables_calibration_applies_only_to_its_own_entries(tmp_path, monkeypatch):
+    """User trial: the shipped 224-px table's scale 0.932 priced a 16-px user table's nets too (+81 %)."""
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    folder = tmp_path / "latency_tables"
+    # a calibrated 224 px table (like the shipped one) and a newer uncalibrated user table at 32 px
+    _table("mobilenetv2", 224, value=2.0, calibration=Calibration(scale=0.5, offset_ms=3.0)).save(folder / "a224.yaml")
+    _table("mobilenetv2", 32, value=1.0, date="2026-12-02T00:00:00Z").save(folder / "user32.yaml")
+    sp32 = resolve_space("mobilenetv2", resolution=32)
+    arch32 = sp32.decode(sp32.sample())
+    pred = load_predictor("host").predict(arch32)
+    assert pred.latency_ms == pytest.approx(_raw_sum(arch32, 1.0))  # neither scale nor offset of a224.yaml
+    assert pred.calibration is None
+    sp224 = resolve_space("mobilenetv2", resolution=224)
+    arch224 = sp224.decode(sp224.sample())
+    pred = load_predictor("host").predict(arch224)  # its own table: its scale and offset
+    assert pred.latency_ms == pytest.approx(0.5 * _raw_sum(arch224, 2.0) + 3.0)
+    assert pred.calibration["table"] == "a224.yaml" and pred.calibration["per_table"]["a224.yaml"]["scale"] == 0.5
+
+
+def test_mixed_tables_scale_per_entry_and_offset_of_the_main_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    folder = tmp_path / "latency_tables"
+    sp = resolve_space("mobilenetv2", resolution=32)
+    arch = sp.decode(sp.sample())
+    keys = [str(k) for _, k in arch_op_keys(arch) if k.kind != "skip"]
+    big = _table("mobilenetv2", 32, value=1.0, calibration=Calibration(scale=2.0, offset_ms=0.25))
+    big.entries = {k: v for k, v in big.entries.items() if k != keys[0]}
+    big.save(folder / "big.yaml")
+    small = _table("mobilenetv2", 32, value=1.0, date="2026-12-02T00:00:00Z")
+    small.entries = {keys[0]: small.entries[keys[0]]}
+    small.save(folder / "small.yaml")
+    p = load_predictor("host")
+    pred = p.predict(arch)
+    n = len(keys)
+    assert pred.latency_ms == pytest.approx(2.0 * (n - 1) + 1.0 + 0.25)
+    by_key = {b.key: b for b in pred.per_block}
+    assert by_key[keys[0]].latency_ms == pytest.approx(1.0) and by_key[keys[0]].source == "measured: small.yaml"
+    assert p.op_latency(keys[0]) == pytest.approx(1.0) and p.op_latency(keys[1]) == pytest.approx(2.0)
+
+
+def test_a_table_from_another_machine_ranks_last_and_is_named(tmp_path, monkeypatch):
+    from hwnas.latency.table import machine_info
+
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    folder = tmp_path / "latency_tables"
+    here = machine_info()
+    other = {**here, "cpu": "Some Other CPU 9000"}
+    # the foreign table is newer: without the machine rule it would win
+    _table("mobilenetv2", 32, value=5.0, date="2026-12-03T00:00:00Z", machine=other).save(folder / "theirs.yaml")
+    _table("mobilenetv2", 32, value=1.0, date="2026-12-01T00:00:00Z", machine=here).save(folder / "mine.yaml")
+    store = KeyStore.for_device("host")
+    assert [t.path.name for t in store.tables][:2] == ["mine.yaml", "theirs.yaml"]
+    assert "Some Other CPU 9000" in store.foreign()["theirs.yaml"]
+    sp = resolve_space("mobilenetv2", resolution=32)
+    pred = load_predictor("host").predict(sp.decode(sp.sample()))
+    assert not pred.warnings
+    (folder / "mine.yaml").unlink()
+    pred = load_predictor("host").predict(sp.decode(sp.sample()))
+    assert any("theirs.yaml" in w and "Some Other CPU 9000" in w for w in pred.warnings)
+
+
+# ---------------------------------------------------------------------- table check with a search's options
+class FakeBuilder:
+    """Stands in for the keras→tflite build (the space's resolution is what is tested, not the runtime)."""
+
+    name = "fake"
+
+    def build_arch(self, arch):
+        return arch
+
+
+class FakeRunner:
+    """Times an 'artifact' as 1.05 × its op count in ms (a stand-in for end-to-end runs)."""
+
+    name = "fake"
+
+    def measure(self, arch):
+        from hwnas.profile.run import Measurement
+
+        n = sum(k.kind != "skip" for _, k in arch_op_keys(arch))
+        return Measurement(1.05 * n, None, None, 1)
+
+    def close(self):
+        pass
+
+
+def _search_space_table(tmp_path):
+    sp = resolve_space("mobilenetv2", resolution=16, width=0.5, in_channels=1, classes=10)
+    meta = TableMeta(device="host", space="mobilenetv2", resolutions=[16], backend="tflite",
+                     date="2026-12-02T00:00:00Z", hwnas_version="0", provenance="measured")
+    t = LatencyTable(meta, {str(k): {"median_ms": 0.0 if k.kind == "skip" else 1.0, "samples": 3}
+                            for k in sp.op_keys()})
+    return t.save(tmp_path / "latency_tables" / "host-mobilenetv2-w0.5-c1-k10-16.yaml")
+
+
+def test_table_check_draws_from_the_space_the_search_used(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    import hwnas.profile.run as run_mod
+
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    monkeypatch.setattr(run_mod, "make_builder", lambda dev, *a, **k: FakeBuilder())
+    monkeypatch.setattr(run_mod, "make_runner", lambda dev, *a, **k: FakeRunner())
+    path = _search_space_table(tmp_path)
+    base = ["table", "check", "--device", "host", "--members", "3", "--json"]
+    # without the search's options the default width-1, 3-channel, 1000-class space is drawn: keys missing
+    res = CliRunner().invoke(main, [*base, "--table", str(path)])
+    assert res.exit_code == 2 and "not in" in res.output
+    opts = ["--space", "mobilenetv2", "--resolution", "16", "--width", "0.5", "--in-channels", "1", "--classes", "10"]
+    res = CliRunner().invoke(main, [*base, *opts])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert (out["width"], out["in_channels"], out["classes"]) == (0.5, 1, 10) and out["table"] == str(path)
+    assert out["mean_error_pct"] == pytest.approx(100 * (1 / 1.05 - 1), abs=0.01)
+    assert LatencyTable.load(path).meta.fidelity["width"] == 0.5  # stored in the table's metadata
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "search": {"space": "mobilenetv2", "resolution": 16, "latency_ms": 5.0},
+        "space_spec": {"name": "mobilenetv2", "resolution": 16, "width": 0.5, "in_channels": 1, "classes": 10}}))
+    res = CliRunner().invoke(main, [*base, "--from-run", str(run), "--no-save"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["classes"] == 10
+    res = CliRunner().invoke(main, [*base, "--from-run", str(run), "--width", "1"])
+    assert res.exit_code == 2 and "--from-run takes the space from the run" in res.output
+    res = CliRunner().invoke(main, [*base, "--space", "mobilenetv2", "--resolution", "16", "--width", "0.75"])
+    assert res.exit_code == 2 and "--width 0.75" in res.output and "hwnas profile --device host" in res.output
+
+
+# ---------------------------------------------------------------------- predict's resolution range
+def test_predict_refuses_a_resolution_out_of_range_before_anything():
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    from hwnas.errors import SpecError
+    from hwnas.latency.predict import RESOLUTION_RANGE
+    from hwnas.zoo import zoo_arch
+
+    for r in (99999, RESOLUTION_RANGE[1] + 1, 4):
+        res = CliRunner().invoke(main, ["predict", "mobilenetv2", "--target", "pixel1", "--resolution", str(r)])
+        assert res.exit_code == 2 and f"--resolution must be between 8 and 1024 px, got {r}" in res.output
+        assert "Traceback" not in res.output
+    with pytest.raises(SpecError, match="between 8 and 1024"):
+        load_predictor("pixel1").predict(zoo_arch("mobilenetv2").with_resolution(2048))
+    assert load_predictor("pixel1").predict(zoo_arch("mobilenetv2").with_resolution(1024)).latency_ms > 0
+
+
+def test_fallback_outside_the_tables_resolutions_warns_with_its_share(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path / "only"))
+    _table("mobilenetv2", 32, value=1.0).save(tmp_path / "only" / "t32.yaml")
+    sp = resolve_space("mobilenetv2", resolution=32)
+    arch = sp.decode(sp.sample())
+    assert not load_predictor("host", fallback=True).predict(arch).warnings
+    pred = load_predictor("host", fallback=True).predict(arch.with_resolution(512))
+    assert any("resolution 512 px is outside" in w and "% of the total" in w for w in pred.warnings)
