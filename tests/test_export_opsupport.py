@@ -89,3 +89,55 @@ def test_export_device_edgetpu_names_the_partition_and_fails(tmp_path):
     # a float32 graph runs nowhere on the Edge TPU: the first op is refused for its dtype
     code, text = run("export", RELU6, "--device", "edgetpu", "-o", tmp_path / "f.tflite")
     assert code == 2 and "float32 tensors" in text, text
+
+
+SE_HSWISH = "res16 in=1 stem=cn_k3_s2_c8_r6 ir_k3_e3_s1_c8_r6 ir_k3_e3_s2_c16_se0.25_hs head=cn_k1_s1_c32_r6 classes=10"
+
+
+def test_gpu_delegate_device_op_list_names_its_source():
+    gpu = get_device("mobile-gpu-tflite")
+    assert (gpu.kind, gpu.backend, gpu.delegate, gpu.transport.kind) == ("gpu", "tflite", "gpu", "adb")
+    sup = gpu.op_support
+    assert "delegates/gpu/common/model_builder.cc" in sup.source and "9a5c30170e25" in sup.source
+    assert sup.cpu_fallback == "largest-partition" and set(sup.dtypes) == {"float32", "float16"}
+    # the delegate parses h-swish, sigmoid and MEAN: no activation is substituted in its spaces
+    assert {"HARD_SWISH", "LOGISTIC", "MUL", "MEAN"} <= set(sup.ops) and gpu.activation_substitutes() == {}
+    from hwnas.spaces import resolve_space
+
+    assert any("_hs" in k.op for k in resolve_space("mobilenetv3", resolution=32, device=gpu).op_keys())
+
+
+def test_export_device_gpu_delegate_partition(tmp_path):
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "g.tflite"
+    code, text = run("export", SE_HSWISH, "--device", "tflite-gpu", "--json", "-o", out)
+    assert code == 0, text
+    part = json.loads(text)["partition"]
+    assert part["ok"] and part["on_cpu"] == 0 and part["on_accelerator"] == part["total"] == 20
+    # float16 weights: their DEQUANTIZE ops are folded into the ops that read them
+    code, text = run("export", SE_HSWISH, "--device", "tflite-gpu", "--quantize", "float16", "--json", "-o", out)
+    assert code == 0 and json.loads(text)["partition"]["ok"], text
+    # a fully int8 graph: the delegate takes none of it (float tensors only), the export says so and fails
+    code, text = run("export", SE_HSWISH, "--device", "tflite-gpu", "--quantize", "int8", "--calib-data", "digits",
+                     "-o", out)
+    assert code == 2 and "first unsupported op: QUANTIZE" in text and "0 ops on the accelerator" in text, text
+
+
+def test_partition_modes_first_unsupported_largest_partition_per_op(tmp_path):
+    """The same graph under the three fallback rules, with HARD_SWISH taken off the GPU list: ops in order
+    CONV CONV DW CONV ADD CONV [HS] DW [HS] MEAN CONV [HS] CONV LOGISTIC MUL CONV CONV MEAN FC SOFTMAX."""
+    pytest.importorskip("tensorflow")
+    from hwnas.export.checks import partition
+
+    out = tmp_path / "g.tflite"
+    code, text = run("export", SE_HSWISH, "-o", out)
+    assert code == 0, text
+    gpu = get_device("mobile-gpu-tflite")
+    no_hs = gpu.op_support.model_copy(update={"ops": [o for o in gpu.op_support.ops if o != "HARD_SWISH"]})
+    results = {}
+    for mode in ("first-unsupported", "largest-partition", "per-op"):
+        dev = gpu.model_copy(update={"op_support": no_hs.model_copy(update={"cpu_fallback": mode})})
+        p = partition(out.read_bytes(), dev)
+        assert p.total == 20 and p.first_unsupported[:2] == (6, "HARD_SWISH") and not p.ok
+        results[mode] = (p.on_accelerator, p.on_cpu)
+    assert results == {"first-unsupported": (6, 14), "largest-partition": (8, 12), "per-op": (17, 3)}

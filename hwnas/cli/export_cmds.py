@@ -35,7 +35,7 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--recalibrate-bn", "recal", type=int, default=0, show_default=True,
               help="Re-estimate BatchNorm statistics on N calibration batches first (supernet subnets).")
 @click.option("--device", "device", default=None,
-              help="tflite: a device (e.g. edgetpu) whose op support partitions the graph; fails when ops would "
+              help="tflite: a device (e.g. edgetpu, mobile-gpu-tflite) whose op support partitions the graph; fails when ops would "
                    "run on its CPU.")
 @click.option("--allow-cpu-fallback", is_flag=True, help="With --device: export even when ops fall back to the CPU.")
 @click.option("--target", default="llvm", show_default=True,

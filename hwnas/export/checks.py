@@ -708,9 +708,15 @@ class Partition:
 def partition(tflite: bytes | str | Path, device) -> Partition | None:
     """Partition a ``.tflite``'s ops (execution order) by the device's declared op support
     (:class:`hwnas.latency.devices.OpSupport`): an op runs on the accelerator when its name is listed
-    and its output tensor has a listed dtype. ``first-unsupported`` devices (the Edge TPU compiler)
-    leave the first unsupported op and every op after it on the CPU; ``per-op`` devices only the
-    unsupported ops. Returns None for a device without an op list.
+    and its output tensors have a listed dtype. ``first-unsupported`` devices (the Edge TPU compiler)
+    leave the first unsupported op and every op after it on the CPU; ``largest-partition`` devices
+    (the TFLite GPU delegate, ``max_delegated_partitions=1``) delegate only the longest run of
+    consecutive supported ops; ``per-op`` devices leave only the unsupported ops on the CPU. Returns
+    None for a device without an op list.
+
+    Deviation: the GPU delegate's ``GraphPartitionHelper`` forms partitions on the graph's data flow;
+    runs of consecutive ops in execution order are the same partitions for the chain-like networks
+    hwnas builds (a residual ADD reads a tensor of the same run), not for arbitrary graphs.
     """
     from collections import Counter
 
@@ -722,24 +728,36 @@ def partition(tflite: bytes | str | Path, device) -> Partition | None:
     interp = _interpreter(tflite, delegates=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()
-    first = None
-    cpu: Counter = Counter()
-    for i, op in enumerate(ops):
+    reasons: list[str | None] = []
+    for op in ops:
         name = op["op_name"]
         outs = [dtypes.get(int(t)) for t in op["outputs"]]
-        if name not in support.ops:
+        ins = [dtypes.get(int(t)) for t in op["inputs"] if int(t) >= 0]
+        if name == "DEQUANTIZE" and support.fold_fp16_dequantize and ins == ["float16"]:
+            why = None  # float16 weights: folded into the op that reads them
+        elif name not in support.ops:
             why = "not in the supported operations"
         elif not all(d in support.dtypes for d in outs):
             why = f"{'/'.join(sorted(set(map(str, outs))))} tensors (runs {'/'.join(support.dtypes)})"
         else:
             why = None
-        if why is not None and first is None:
-            first = (i, name, why)
-        if (first is not None and support.cpu_fallback == "first-unsupported") or why is not None:
-            cpu[name] += 1
-    n_cpu = sum(cpu.values())
-    return Partition(device.name, f"op list from {support.source}", len(ops), len(ops) - n_cpu, n_cpu, first,
-                     dict(cpu))
+        reasons.append(why)
+    unsupported = [i for i, why in enumerate(reasons) if why is not None]
+    first = None if not unsupported else (unsupported[0], ops[unsupported[0]]["op_name"], reasons[unsupported[0]])
+    if support.cpu_fallback == "first-unsupported":
+        on_cpu = set(range(unsupported[0], len(ops))) if unsupported else set()
+    elif support.cpu_fallback == "largest-partition":
+        best, start = (0, 0), 0  # (length, start) of the longest run of supported ops
+        for i in [*unsupported, len(ops)]:
+            best = max(best, (i - start, -start))
+            start = i + 1
+        length, begin = best[0], -best[1]
+        on_cpu = set(range(len(ops))) - set(range(begin, begin + length))
+    else:
+        on_cpu = set(unsupported)
+    cpu = Counter(ops[i]["op_name"] for i in sorted(on_cpu))
+    return Partition(device.name, f"op list from {support.source}", len(ops), len(ops) - len(on_cpu), len(on_cpu),
+                     first, dict(cpu))
 
 
 def parse_edgetpu_log(text: str, device: str = "edgetpu") -> Partition:

@@ -119,14 +119,20 @@ class OpSupport(_Strict):
         ops: TFLite builtin op names (``CONV_2D``, ``DEPTHWISE_CONV_2D`` …).
         limitations: per-op remarks copied from the vendor list (not checked).
         cpu_fallback: ``first-unsupported`` (everything from the first unsupported op on runs on
-            the CPU: Edge TPU) or ``per-op`` (only the unsupported ops do: GPU/NNAPI delegates).
+            the CPU: Edge TPU), ``largest-partition`` (only the largest run of consecutive supported
+            ops is delegated, the rest runs on the CPU: the TFLite GPU delegate with its default
+            ``max_delegated_partitions=1``) or ``per-op`` (only the unsupported ops run on the CPU).
+        fold_fp16_dequantize: a ``DEQUANTIZE`` of a float16 constant (the float16 weights of a
+            ``--quantize float16`` model) is folded into the op that reads it, not run on its own (the
+            GPU delegate's ``FP16GraphPartitionHelper``).
     """
 
     source: str
     dtypes: list[Literal["int8", "uint8", "int16", "float16", "float32"]]
     ops: list[str]
     limitations: dict[str, str] = Field(default_factory=dict)
-    cpu_fallback: Literal["first-unsupported", "per-op"] = "first-unsupported"
+    cpu_fallback: Literal["first-unsupported", "largest-partition", "per-op"] = "first-unsupported"
+    fold_fp16_dequantize: bool = False
 
     def runs(self, op: str, dtype: str | None = None) -> bool:
         """Whether the accelerator runs builtin ``op`` (on tensors of ``dtype``, when given)."""
