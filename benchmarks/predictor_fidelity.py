@@ -26,6 +26,12 @@ taken under load are not quiet-machine figures.
 ``journal_span_minutes`` is the first-to-last measurement time in the journal: the profiling time
 of a run that was resumed from an earlier journal (``resumed_ops`` > 0).
 
+``--fit-correction`` then fits the device's learned correction (:mod:`hwnas.latency.correction`,
+``--grouping total|kind``) on half of the measured members and reports it on the other half
+(``correction.in_sample`` / ``correction.held_out`` beside the raw sums of the same splits); the
+correction is not saved (``hwnas table fit-correction --points <members file> --table <table>`` does
+that). ``uptime`` gives the output of ``uptime`` at start and end.
+
 The table is written to ``--out`` (default a temporary folder); ``--ship`` writes it to the
 repository's ``latency_tables/host-<space>-<res>.yaml`` instead (provenance ``measured``, with this
 machine's details in its metadata).
@@ -65,8 +71,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="host")
     ap.add_argument("--only-member-keys", action="store_true", help="profile only the drawn members' op keys")
     ap.add_argument("--zoo", default="", help="comma-separated zoo nets measured end to end too")
+    ap.add_argument("--fit-correction", action="store_true",
+                    help="fit a learned correction on half the members, report it on the other half")
+    ap.add_argument("--grouping", default="total", choices=["total", "kind"])
     args = ap.parse_args(argv)
     import os
+    import subprocess
+
+    def uptime() -> str | None:
+        try:
+            return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    uptime_start = uptime()
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -153,6 +171,15 @@ def main(argv: list[str] | None = None) -> dict:
             psum = Predictor(device, ztable).predict(arch).latency_ms
             zoo[name] = {"measured_ms": e2e, "per_op_sum_ms": psum, "error_pct": round(100 * (psum - e2e) / e2e, 2)}
 
+    correction = None
+    if args.fit_correction and len(measured) >= 10:
+        from hwnas.latency.correction import fit_correction
+
+        corr = fit_correction(device, list(zip(test_archs, measured)), predictor=raw, holdout=0.5, seed=args.seed,
+                              grouping=args.grouping)
+        correction = {"grouping": args.grouping, "coef": corr.coef, "per_op_ms": corr.per_op_ms,
+                      "intercept_ms": corr.intercept_ms, **corr.report}
+
     def stats(pred: list[float]) -> dict:
         from hwnas.profile.check import fidelity_stats
 
@@ -168,10 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
         "end_to_end_measure_minutes": round(measure_s / 60, 2),
         "calibration": table.calibration.model_dump(exclude={"points"}) if table.calibration else None,
         "calibration_kept": calibration_kept,
-        "calibrated": stats(pred_cal), "raw_sum": stats(pred_raw), "zoo": zoo,
+        "calibrated": stats(pred_cal), "raw_sum": stats(pred_raw), "correction": correction, "zoo": zoo,
         "measured_ms": ({"min": min(measured), "median": float(np.median(measured)), "max": max(measured)}
                         if measured else None),
         "load_average": {"start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+        "uptime": {"start": uptime_start, "end": uptime()},
         "only_member_keys": args.only_member_keys,
         "table": str(out), "members_file": str(members_path), "machine": table.meta.machine, "backend_version": table.meta.backend_version,
     }

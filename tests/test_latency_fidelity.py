@@ -185,3 +185,99 @@ def test_fallback_outside_the_tables_resolutions_warns_with_its_share(tmp_path, 
     assert not load_predictor("host", fallback=True).predict(arch).warnings
     pred = load_predictor("host", fallback=True).predict(arch.with_resolution(512))
     assert any("resolution 512 px is outside" in w and "% of the total" in w for w in pred.warnings)
+
+
+# ---------------------------------------------------------------------- learned correction
+def _synthetic(tmp_path, monkeypatch, n=24):
+    """A host table of 64-px mobilenetv2 keys (entries ∝ MACs) and networks 'measured' as
+    1.5 × raw sum + 0.05 ms per op + 0.4 ms, with ±2 % deterministic jitter."""
+    import random
+
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    monkeypatch.setenv("HWNAS_TABLE_PATH", str(tmp_path / "only"))
+    sp = resolve_space("mobilenetv2", resolution=64)
+    meta = TableMeta(device="host", space="mobilenetv2", resolutions=[64], backend="tflite",
+                     date="2026-12-02T00:00:00Z", hwnas_version="0", provenance="measured")
+    table = LatencyTable(meta, {str(k): {"median_ms": 0.0 if k.kind == "skip" else 0.02 + k.macs() / 2e8, "samples": 3}
+                                for k in sp.op_keys()})
+    table.save(tmp_path / "only" / "host-mobilenetv2-64.yaml")
+    rng = random.Random(1)
+    points = []
+    for _ in range(n):
+        arch = sp.decode(sp.sample(rng))
+        raw = sum(table.entries[str(k)].median_ms for _, k in arch_op_keys(arch))
+        ops = sum(k.kind != "skip" for _, k in arch_op_keys(arch))
+        points.append((arch, (1.5 * raw + 0.05 * ops + 0.4) * (1 + rng.uniform(-0.02, 0.02))))
+    return sp, table, points
+
+
+def test_correction_fit_improves_held_out_error_and_round_trips(tmp_path, monkeypatch):
+    from hwnas.latency.correction import Correction, fit_correction
+
+    sp, table, points = _synthetic(tmp_path, monkeypatch)
+    corr = fit_correction(get_device("host"), points, holdout=0.25, seed=0)
+    held, raw = corr.report["held_out"], corr.report["raw_held_out"]
+    assert held["members"] == 6 and corr.trained_on["networks"] == 18
+    assert held["within_10pct"] == 1.0 and raw["within_10pct"] == 0.0  # raw sums are ~35 % low
+    assert held["rmspe_pct"] < 3 < raw["rmspe_pct"]
+    path = corr.save(tmp_path / "c.json")
+    text = path.read_text()
+    assert text.lstrip().startswith("{") and '"schema": "hwnas-latency-correction/1"' in text  # plain JSON
+    back = Correction.load(path)
+    assert back.model_dump() == corr.model_dump() and back.coef == corr.coef
+    arch = points[0][0]
+    terms = [(k, table.entries[str(k)].median_ms) for _, k in arch_op_keys(arch)]
+    assert back.predict_raw(terms) == pytest.approx(corr.predict_raw(terms))
+
+
+def test_predictions_use_the_devices_correction_and_say_so(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    from hwnas.errors import TableError
+    from hwnas.latency.correction import Correction, correction_path, fit_correction
+    from hwnas.latency.predict import Predictor, layer_latency_table
+
+    sp, table, points = _synthetic(tmp_path, monkeypatch)
+    arch = points[-1][0]
+    before = load_predictor("host").predict(arch)
+    assert before.correction is None
+    corr = fit_correction(get_device("host"), points, holdout=0.25, seed=0)
+    corr.save(correction_path("host"))
+    p = load_predictor("host")
+    pred = p.predict(arch)
+    assert pred.correction["path"] == str(correction_path("host")) and "learned correction" in pred.provenance
+    assert pred.latency_ms == pytest.approx(points[-1][1], rel=0.05)
+    assert abs(before.latency_ms / points[-1][1] - 1) > 0.2
+    lt = layer_latency_table(p, sp)  # additive per op: the layer table stays exact
+    choices = sp.sample()
+    assert lt.latency(choices) == pytest.approx(p.predict(sp.decode(choices)).latency_ms)
+    # an explicit table is that table alone: no correction
+    assert Predictor(get_device("host"), table).predict(arch).correction is None
+    # only its own device, and only on the machine it was measured on
+    with pytest.raises(TableError, match="fitted on device 'host'"):
+        Predictor(get_device("host-tvm"), store=KeyStore(get_device("host-tvm")), correction=corr)
+    other = Correction.load(correction_path("host"))
+    other.machine = {**other.machine, "cpu": "Some Other CPU 9000"}
+    other.save(correction_path("host"))
+    pred = load_predictor("host").predict(arch)
+    assert pred.correction is None and any("Some Other CPU 9000" in w and "not used" in w for w in pred.warnings)
+
+
+def test_fit_correction_cli_writes_the_devices_file(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    from hwnas.latency.correction import correction_path
+
+    sp, table, points = _synthetic(tmp_path, monkeypatch, n=12)
+    pts = tmp_path / "members.jsonl"
+    pts.write_text("".join(json.dumps({"arch": a.to_compact(), "measured_ms": m}) + "\n" for a, m in points))
+    res = CliRunner().invoke(main, ["table", "fit-correction", "--device", "host", "--points", str(pts)])
+    assert res.exit_code == 0, res.output
+    assert correction_path("host").is_file() and "held_out" in res.output and "raw_held_out" in res.output
+    pts.write_text('{"arch": "nonsense"}\n')
+    res = CliRunner().invoke(main, ["table", "fit-correction", "--device", "host", "--points", str(pts)])
+    assert res.exit_code == 2 and "members.jsonl:1" in res.output

@@ -146,3 +146,92 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
         click.echo(f"hwnas: warning: {warning}", err=True)
     if saved:
         click.echo(f"stored in {saved} (meta.fidelity)")
+
+
+@table_group.command("fit-correction")
+@click.option("--device", required=True, help="Device name or alias whose measurements train the correction.")
+@click.option("--points", "points", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL of measured networks, one {\"arch\": compact string, \"measured_ms\": ms} per line "
+                   "(benchmarks/predictor_fidelity.py writes <table>.members.jsonl); repeatable.")
+@click.option("--table", "tables", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Also price op keys from this table of the device (besides its key store); repeatable.")
+@click.option("--space", default=None, help="Also measure --members random members of this space end to end now.")
+@click.option("--resolution", type=int, default=None, help="Resolution of --space [default: 224].")
+@click.option("--members", type=click.IntRange(0, None), default=20, show_default=True,
+              help="Members of --space measured end to end now.")
+@click.option("--holdout", type=float, default=0.3, show_default=True,
+              help="Share of the networks kept out of the fit and only evaluated (reported as held_out).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the member draw and the split.")
+@click.option("--grouping", type=click.Choice(["total", "kind"]), default="total", show_default=True,
+              help="total: one scale, a per-op overhead and a constant; kind: a scale per op kind (SE and "
+                   "h-swish/swish apart).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write it [default: $HWNAS_HOME/corrections/<device>.json, which predictions use].")
+@click.option("--json", "as_json", is_flag=True, help="Print the correction as JSON.")
+def table_fit_correction(device, points, tables, space, resolution, members, holdout, seed, grouping, out,
+                         as_json) -> None:
+    """Fit DEVICE's learned correction of per-op sums on its own end-to-end measurements.
+
+    A linear model on each prediction's per-op raw terms (a scale — one, or per op kind with --grouping
+    kind —, a per-op overhead and a constant; scikit-learn, non-negative terms), trained only on networks
+    measured on DEVICE; a share (--holdout) is kept out and reported separately from the in-sample fit.
+    Written as plain JSON; predictions from DEVICE's key store then use it and say so (provenance,
+    --json correction). See docs/latency.md.
+    """
+    import os
+
+    from hwnas.errors import ConfigError
+    from hwnas.latency.correction import correction_path, fit_correction, read_points
+    from hwnas.latency.devices import get_device
+    from hwnas.latency.predict import Predictor
+    from hwnas.latency.store import KeyStore
+    from hwnas.latency.table import LatencyTable
+    from hwnas.opkey import arch_op_keys
+
+    dev = get_device(device)
+    pts = read_points(points)
+    extra = [LatencyTable.load(t, device=dev.name, device_aliases=dev.aliases) for t in tables]
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    if space:
+        import random
+
+        from hwnas.profile.run import has_local_runner, make_builder, make_runner
+        from hwnas.spaces import resolve_space
+
+        if not has_local_runner(dev):
+            raise ConfigError(f"device '{dev.name}' has no local runner to measure --space members; pass --points")
+        sp = resolve_space(space, resolution=resolution, device=dev)
+        rng = random.Random(seed)
+        builder, runner = make_builder(dev), make_runner(dev)
+        try:
+            for _ in range(members):
+                arch = sp.decode(sp.sample(rng))
+                pts.append((arch, runner.measure(builder.build_arch(arch)).median_ms))
+        finally:
+            runner.close()
+        if hasattr(os, "getloadavg"):
+            load.append(os.getloadavg()[0])
+    if not pts:
+        raise ConfigError("no measured networks: pass --points FILE or --space S --members N")
+    predictor = Predictor(dev, store=KeyStore.for_device(dev, extra=extra), calibrated=False, correction=False)
+    missing = predictor.missing([k for a, _ in pts for _, k in arch_op_keys(a)])
+    if missing:
+        raise predictor.store.missing_error(missing, what="the measured networks",
+                                            command=f"hwnas table fit-correction ... --table TABLE (the table the "
+                                                    f"networks' ops were measured into)")
+    corr = fit_correction(dev, pts, predictor=predictor, holdout=holdout, seed=seed, grouping=grouping,
+                          trained_on={"points": [str(p) for p in points], "tables": [str(t) for t in tables],
+                                      "space": space, "members_measured_now": members if space else 0,
+                                      "load_average": load or None})
+    path = corr.save(out or correction_path(dev.name))
+    if as_json:
+        print_json({"path": str(path), **corr.model_dump(by_alias=True)})
+        return
+    click.echo(f"wrote {path}: {corr.summary()}")
+    for split in ("in_sample", "held_out", "raw_in_sample", "raw_held_out"):
+        r = corr.report.get(split)
+        if r:
+            click.echo(f"  {split:14s} {r['members']:4d} networks: {100 * r['within_10pct']:5.1f} % within ±10 %, "
+                       f"RMSPE {r['rmspe_pct']:.2f} %, Spearman {r['spearman']:.4f}, mean error {r['mean_error_pct']:+.2f} %")
+    click.echo("  coefficients: " + ", ".join(f"{g} x{c:.3f}" for g, c in sorted(corr.coef.items()))
+               + f"; per op {corr.per_op_ms:.4f} ms; constant {corr.intercept_ms:.3f} ms")

@@ -100,6 +100,7 @@ class Prediction:
     energy_source: str | None = None
     fidelity: dict[str, Any] | None = None  # the pricing table's last `hwnas table check` (summary, no rows)
     warnings: list[str] = field(default_factory=list)
+    correction: dict[str, Any] | None = None  # the learned correction that priced it (hwnas.latency.correction)
 
     #: a prediction whose fallback-priced layers make up more than this share of its total is flagged
     FALLBACK_WARN_SHARE = 0.2
@@ -136,7 +137,7 @@ class Prediction:
         return {"device": self.device, "latency_ms": self.latency_ms, "energy_mj": self.energy_mj,
                 "energy_source": self.energy_source, "energy_declared": self.energy_declared,
                 "energy": self.energy.to_dict(), "provenance": self.provenance, "fidelity": self.fidelity,
-                "warnings": self.warnings,
+                "warnings": self.warnings, "correction": self.correction,
                 "calibration": self.calibration, "missing": self.missing, "fallback": self.fallback,
                 "fallback_share": self.fallback_share, "fallback_warning": self.fallback_warning(),
                 "per_block": [b.to_dict() for b in self.per_block]}
@@ -153,6 +154,11 @@ class Predictor:
         store: the device's :class:`~hwnas.latency.store.KeyStore` (see :func:`load_predictor`).
             With neither ``table`` nor ``store``, an estimated device is priced by its cost model alone.
         calibrated: apply the store's/table's calibration (``False`` gives raw per-op sums).
+        correction: a :class:`~hwnas.latency.correction.Correction` to apply, ``False`` for none, or
+            ``None`` (default): the device's own correction file when pricing from its key store
+            (:func:`~hwnas.latency.correction.load_correction`; never with an explicit ``table`` or
+            ``calibrated=False``). A correction replaces the tables' calibrations: it was fitted on raw
+            per-op terms.
 
     A key is priced, in order: ``skip`` = 0 ms; the store's winning entry (its table named in the
     source); the device's cost model (estimated devices); the nearest key with ``fallback``;
@@ -160,7 +166,7 @@ class Predictor:
     """
 
     def __init__(self, device: Device, table: LatencyTable | None = None, *, fallback: bool = False,
-                 store: KeyStore | None = None, calibrated: bool = True):
+                 store: KeyStore | None = None, calibrated: bool = True, correction=None):
         self.device = device
         self.table = table
         self.fallback = fallback
@@ -170,6 +176,16 @@ class Predictor:
         self.cost_model = (CostModel(device.cost_model.params, device.cost_model.kind)
                            if (table is None and device.cost_model) else None)
         self.calibrated = calibrated
+        self.correction_note: str | None = None  # why the device's correction file was not used
+        if correction is None and table is None and calibrated:
+            from hwnas.latency.correction import load_correction
+
+            correction, self.correction_note = load_correction(device)
+        self.correction = correction or None
+        if self.correction is not None:
+            why = self.correction.applies_to(device)
+            if why:
+                raise TableError(f"correction {self.correction.path or ''} cannot price device '{device.name}': {why}")
         self._cache: dict[str, tuple[float, str, LatencyTable | None]] = {}
 
     # ------------------------------------------------------------------ calibration (per table)
@@ -179,7 +195,7 @@ class Predictor:
         A table's calibration applies to that table's entries only (an explicit ``table`` has its own;
         in a key store each measured table its own, :meth:`KeyStore.calibration_of`), never to keys
         another table or the cost model priced."""
-        if not self.calibrated or table is None:
+        if not self.calibrated or table is None or self.correction is not None:
             return None
         if self.table is not None:
             return self.table.calibration if table is self.table else None
@@ -207,7 +223,10 @@ class Predictor:
         return (cal.offset_ms if cal is not None else 0.0), top
 
     def offset_for(self, arch: ArchSpec) -> float:
-        """The calibration offset (ms) a prediction of ``arch`` adds (see :meth:`_offset`)."""
+        """The calibration offset (ms) a prediction of ``arch`` adds (see :meth:`_offset`), or the learned
+        correction's intercept."""
+        if self.correction is not None:
+            return self.correction.intercept_ms
         return self._offset([(r, t) for r, _, t in (self._price(k) for _, k in arch_op_keys(arch))])[0]
 
     # ------------------------------------------------------------------ description
@@ -313,6 +332,8 @@ class Predictor:
         """
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
         raw, _, table = self._price(key)
+        if self.correction is not None:
+            return self.correction.op_ms(key, raw)[0]
         return self.scale_of(table) * raw
 
     def op_energy(self, key: OpKey | str) -> tuple[float | None, str | None]:
@@ -367,14 +388,26 @@ class Predictor:
             if esrc and esrc != "identity":
                 sources.add(esrc.split(":")[0])
             energies.append(e)
-            blocks.append(BlockPrediction(layer.name, str(key), self.scale_of(table) * raw, e, source, esrc))
-        offset_ms, _ = self._offset(priced)
+            blocks.append(BlockPrediction(layer.name, str(key), self.op_latency(key), e, source, esrc))
+        offset_ms = self.offset_for(arch)
         latency = sum(b.latency_ms for b in blocks) + offset_ms
         energy = None if any(e is None for e in energies) else sum(energies)
         if energy is not None and offset_ms and self.device.power_model:
             energy += self.device.power_model.active_w * offset_ms
         fidelity, warnings = self._fidelity(arch)
         warnings += self._foreign_warnings(priced)
+        correction = None
+        if self.correction is not None:
+            unfitted = sorted({str(k) for _, k in arch_op_keys(arch) if not self.correction.op_ms(k, 0.0)[1]})
+            correction = {"path": self.correction.path, "summary": self.correction.summary(),
+                          "held_out": self.correction.report.get("held_out"), "unfitted_keys": unfitted}
+            if unfitted:
+                warnings.append(f"{len(unfitted)} op key(s) of a kind the learned correction was not fitted on "
+                                f"(priced with its default scale {self.correction.default_coef:.3f}): "
+                                f"{', '.join(unfitted[:3])}{' ...' if len(unfitted) > 3 else ''}; refit with hwnas "
+                                f"table fit-correction --device {self.device.name}")
+        elif self.correction_note:
+            warnings.append(self.correction_note)
         if fallback:
             res = sorted({r for t in self.store.tables for r in t.meta.resolutions})
             if res and not res[0] <= arch.resolution <= res[-1]:
@@ -385,7 +418,7 @@ class Predictor:
                                 f"--device {self.device.name} --resolution {arch.resolution}")
         return Prediction(latency_ms=float(latency), energy_mj=energy, per_block=blocks, missing=list(fallback),
                           provenance=self._provenance_of(blocks), device=self.device.name,
-                          calibration=self.calibration_info(priced), fallback=fallback,
+                          calibration=self.calibration_info(priced), fallback=fallback, correction=correction,
                           energy_source=", ".join(sorted(sources)) or None, fidelity=fidelity, warnings=warnings)
 
     def _fidelity(self, arch: ArchSpec) -> tuple[dict[str, Any] | None, list[str]]:
@@ -447,8 +480,9 @@ class Predictor:
         tables = sorted({s.split(": ", 1)[1] for s in used if s.startswith(("measured", "estimated"))})
         head = "measured" if any(s.startswith("measured") for s in used) else "estimated"
         rest = [f"{n} op(s) by the {k}" for k, n in used.items() if k in ("cost-model", "fallback")]
+        corr = f"; {self.correction.summary()}" if self.correction is not None else ""
         return f"{head}: key store of {self.device.name}, table(s) {', '.join(tables) or 'none'}" + \
-            (f"; {', '.join(rest)}" if rest else "")
+            (f"; {', '.join(rest)}" if rest else "") + corr
 
     def __repr__(self) -> str:
         return f"Predictor(device={self.device.name!r}, provenance={self.provenance!r})"
