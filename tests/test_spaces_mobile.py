@@ -163,7 +163,9 @@ def test_stagewise_spaces_relax_to_one_decision_per_layer():
 
 
 @pytest.mark.parametrize("name, mode", [("mnasnet", "proxyless"), ("mnasnet", "singlepath"), ("efficientnet", "fbnet"),
-                                        ("mobilenetv3", "proxyless"), ("efficientnetv2", "fbnet")])
+                                        ("mobilenetv3", "proxyless"), ("efficientnetv2", "fbnet"),
+                                        ("efficientnet", "singlepath"), ("mobilenetv3", "singlepath"),
+                                        ("efficientnetv2", "singlepath")])
 def test_supernets_search_every_stagewise_and_new_space(name, mode):
     from hwnas.nn.supernet import Supernet
 
@@ -178,14 +180,20 @@ def test_supernets_search_every_stagewise_and_new_space(name, mode):
     assert any("skip" in s.candidates for s in space.slots)  # depth is a choice
 
 
-def test_singlepath_refuses_spaces_with_squeeze_excite():
-    from hwnas.errors import SearchError
-    from hwnas.search.pipeline import _check_superkernel_space
+def test_singlepath_superkernel_covers_every_space():
+    """Every space's layers get a superkernel (SE, fused-MBConv and ds layers included)."""
+    from hwnas.nn.supernet import DSSuperkernel, FusedSuperkernel, Supernet
 
-    _check_superkernel_space(get_space("mnasnet").relaxed())  # its first (k, e) candidates have no SE
-    for name in ("mobilenetv3", "efficientnetv2"):
-        with pytest.raises(SearchError, match="squeeze-excite.*fbnet or proxyless"):
-            _check_superkernel_space(get_space(name))
+    kinds = {}
+    for name in ("mnasnet", "efficientnet", "efficientnet-lite", "mobilenetv3", "efficientnetv2"):
+        space = get_space(f"{name}-cifar", num_classes=10, in_channels=1, width_multiplier=0.25)
+        space = space.relaxed() if hasattr(space, "relaxed") else space
+        net = Supernet(space, "singlepath")
+        kinds[name] = {(type(m).__name__, m.se is not None) for m in net.layers_}
+    assert ("Superkernel", True) in kinds["mobilenetv3"] and ("Superkernel", False) in kinds["mobilenetv3"]
+    assert kinds["efficientnetv2"] == {("FusedSuperkernel", False), ("Superkernel", True)}
+    assert kinds["efficientnet"] == {("DSSuperkernel", True), ("Superkernel", True)}
+    assert FusedSuperkernel.kind == "fused_mbconv" and DSSuperkernel.kind == "dsconv"
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Weight-sharing supernets for layer-wise spaces (``mobilenetv2``, ``fbnet`` and their ``-cifar`` variants).
+"""Weight-sharing supernets for layer-wise spaces (every space: the stage-wise ones through their
+layer-wise relaxation, :class:`hwnas.spaces.mobile.RelaxedStagewiseSpace`).
 
 A :class:`Supernet` holds the space's fixed parts (stem, fixed first blocks, head, classifier) once
 and, per searchable layer, the candidates in one of four forms (``mode``):
@@ -32,7 +33,14 @@ and, per searchable layer, the candidates in one of four forms (``mode``):
     thresholds start 1.0 below the initial log mean square, so the search starts from the largest
     block. Mapping of the spaces: ``mobilenetv2`` (k∈{3,5,7} × e∈{3,6} + skip) maps exactly;
     ``fbnet`` maps k∈{3,5} × e∈{1,3,6} + skip, and its grouped ``g2`` candidates, which a
-    superkernel cannot express, are never selected.
+    superkernel cannot express, are never selected. Beyond the paper (its space has plain MBConv
+    only; see :class:`Superkernel`): squeeze-excite layers carry one SE sliced with the expansion
+    (``efficientnet``, ``mobilenetv3``, ``efficientnetv2``), fused-MBConv layers a
+    :class:`FusedSuperkernel` (kernel rings and expansion groups of the full k×k conv), ``ds``
+    layers a :class:`DSSuperkernel` (kernel only); depth is the skip decision of each optional
+    layer of the layer-wise and relaxed stage-wise spaces. MnasNet's layers offer conv, ds and
+    MBConv with and without SE and identity skip: the superkernel holds the first MBConv per
+    (kernel, expansion) — without SE, with the skip — and the other variants are never selected.
 ``spos`` — Guo et al. 2020 (Single Path One-Shot): uniform single-path sampling; ``forward(x)``
     in training samples one candidate per layer uniformly, ``forward(x, choices)`` runs exactly
     that path. It has no architecture parameters; the RL/evolution/random searchers use it as a
@@ -66,7 +74,7 @@ from torch import nn
 
 from hwnas.arch import Layer, same_padding
 from hwnas.errors import SearchError
-from hwnas.nn.blocks import BN_EPS, BN_MOMENTUM, make_activation
+from hwnas.nn.blocks import BN_EPS, BN_MOMENTUM, SqueezeExcite, make_activation
 from hwnas.nn.build import HwnasNet, init_weights
 
 MODES = ("fbnet", "proxyless", "singlepath", "spos")
@@ -125,24 +133,56 @@ class Superkernel(nn.Module):
 
     1×1 expansion to the largest mid width → BN → act → k_max×k_max depthwise (TF-SAME for
     k_max, whose centre crops are exactly the TF-SAME k×k convs) → BN → act → channel mask of the
-    selected nested groups → 1×1 projection → BN → (+ identity when the shape is kept).
+    selected nested groups → [squeeze-excite] → 1×1 projection → BN → (+ identity when the shape
+    is kept). :class:`FusedSuperkernel` is the fused-MBConv form.
+
+    Squeeze-excite (deviation from Single-Path NAS, whose space has no SE): where the layer's
+    candidates carry SE (fixed per stage in ``efficientnet``, ``mobilenetv3``, ``efficientnetv2``),
+    the superkernel carries one SE module sized for the largest expansion and the selected
+    expansion uses its slice, as once-for-all's ``DynamicSE`` (Cai et al. 2020): the squeeze conv
+    reads the selected mid channels (the masked ones are 0, so the full conv equals the sliced
+    one) and its hidden units are masked to the selected expansion's squeeze width
+    (``Layer.se_channels``: constant for the ``efficientnet`` style, ``make_divisible(mid/4, 8)`` for
+    ``mobilenetv3``). SE is a fixed part of the candidate, not a decision: the thresholds stay the
+    paper's (kernel rings and channel groups of the searchable k×k weight), and a layer whose
+    first candidates per (kernel, expansion) disagree on SE is refused.
 
     Args:
-        layers: the resolved candidate layers of the slot (``skip`` and grouped ones are ignored
-            for the superkernel's shape but ``skip`` enables the skip decision).
+        layers: the resolved candidate layers of the slot. Candidates of the superkernel's kind
+            (``kind``) with ``groups == 1`` shape it; per (kernel, expansion) the first one is the
+            candidate the superkernel stands for (later duplicates, other kinds and grouped convs are
+            never selected); ``skip`` enables the skip decision.
+        se_style: the architecture's SE style (``efficientnet`` | ``mobilenetv3``,
+            :attr:`hwnas.arch.ArchSpec.se_style`).
+
+    Raises:
+        SearchError: no candidate of the superkernel's kind, or candidates that disagree on SE.
     """
 
-    def __init__(self, layers: Sequence[Layer]):
+    #: the block kind the superkernel holds
+    kind = "mbconv"
+
+    def __init__(self, layers: Sequence[Layer], se_style: str = "efficientnet"):
         super().__init__()
-        convs = [lay for lay in layers if lay.block.kind == "mbconv" and lay.block.groups == 1]
+        convs = [lay for lay in layers if lay.block.kind == self.kind and lay.block.groups == 1]
         if not convs:
-            raise SearchError("singlepath: a layer has no ungrouped mbconv candidate to build a superkernel from")
+            raise SearchError(f"singlepath: a layer has no ungrouped {self.kind} candidate to build a superkernel from")
+        reps: dict[tuple[int, float], Layer] = {}
+        for lay in convs:
+            reps.setdefault((lay.block.kernel, lay.block.expansion), lay)
         ref = convs[0]
+        ratios = {lay.block.se_ratio for lay in reps.values()}
+        if len(ratios) > 1:
+            raise SearchError(f"singlepath: the candidates of layer '{ref.name}' ({', '.join(sorted(lay.block.to_compact() for lay in reps.values()))}) "
+                              "disagree on squeeze-excite; the superkernel carries SE as a fixed part of the layer")
         self.in_shape, self.out_shape = ref.in_shape, ref.out_shape
+        self.se_ratio = ratios.pop()
+        self.se_style = se_style
         self.kernels = sorted({lay.block.kernel for lay in convs})
         self.expansions = sorted({lay.block.expansion for lay in convs})
-        mids = {e: next(lay.mid_channels for lay in convs if lay.block.expansion == e) for e in self.expansions}
-        self.group_ends = [mids[e] for e in self.expansions]          # nested channel groups
+        by_e = {e: next(lay for lay in reps.values() if lay.block.expansion == e) for e in self.expansions}
+        self.group_ends = [by_e[e].mid_channels for e in self.expansions]          # nested channel groups
+        self.se_ends = [by_e[e].se_channels(se_style) for e in self.expansions]    # nested squeeze widths
         self.has_skip = any(lay.block.kind == "skip" for lay in layers)
         self.kmax, self.mid = max(self.kernels), max(self.group_ends)
         self.stride = ref.block.stride
@@ -150,11 +190,8 @@ class Superkernel(nn.Module):
         self.residual = ref.has_residual
         h, w, cin = ref.in_shape
         cout = ref.out_shape[2]
-        self.expand = nn.Conv2d(cin, self.mid, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.dw_weight = nn.Parameter(torch.empty(self.mid, 1, self.kmax, self.kmax))
-        nn.init.kaiming_normal_(self.dw_weight, mode="fan_out")
-        self.bn2 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self._build_kxk(cin)
+        self.se = SqueezeExcite(self.mid, max(self.se_ends), self.act_name, se_style) if self.se_ratio > 0 else None
         self.project = nn.Conv2d(self.mid, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = make_activation(self.act_name)
@@ -162,7 +199,7 @@ class Superkernel(nn.Module):
         self.pads = {k: (*same_padding(w, k, self.stride), *same_padding(h, k, self.stride)) for k in self.kernels}
         # constant 0/1 masks as non-persistent buffers: they follow .to(device/dtype) and stay out of
         # the state_dict. core_mask: the smallest kernel; ring_masks[i]: the ring added by kernels[i+1];
-        # group_masks[g]: the mid channels of nested group g.
+        # group_masks[g]: the mid channels of nested group g; se_masks[g]: its squeeze channels.
         core = torch.zeros(self.kmax, self.kmax)
         o = (self.kmax - self.kernels[0]) // 2
         core[o:o + self.kernels[0], o:o + self.kernels[0]] = 1
@@ -171,14 +208,10 @@ class Superkernel(nn.Module):
             oo, oi = (self.kmax - k) // 2, (self.kmax - prev) // 2
             rings[i, oo:oo + k, oo:oo + k] = 1
             rings[i, oi:oi + prev, oi:oi + prev] = 0
-        groups = torch.zeros(len(self.group_ends), self.mid)
-        start = 0
-        for g, end in enumerate(self.group_ends):
-            groups[g, start:end] = 1
-            start = end
         self.register_buffer("core_mask", core, persistent=False)
         self.register_buffer("ring_masks", rings, persistent=False)
-        self.register_buffer("group_masks", groups, persistent=False)
+        self.register_buffer("group_masks", self._nested(self.group_ends), persistent=False)
+        self.register_buffer("se_masks", self._nested(self.se_ends), persistent=False)
         # thresholds: one per extra kernel ring, one per channel group (the first only with skip)
         with torch.no_grad():
             k_init = [self._ring_log_ms(k).item() - 1.0 for k in self.kernels[1:]]
@@ -187,17 +220,64 @@ class Superkernel(nn.Module):
         self.t_expand = nn.Parameter(torch.tensor(e_init))
         self.forced: tuple[int, int] | None = None  # (kernel index, number of groups) or None
 
+    @staticmethod
+    def _nested(ends: Sequence[int]) -> torch.Tensor:
+        """``(groups, max(ends))`` 0/1 rows: row g marks channels ``ends[g-1]:ends[g]``."""
+        out = torch.zeros(len(ends), max(1, max(ends)))
+        start = 0
+        for g, end in enumerate(ends):
+            out[g, start:end] = 1
+            start = max(start, end)
+        return out
+
+    # -- the searchable k×k weight (subclasses: another conv)
+    def _build_kxk(self, cin: int) -> None:
+        """MBConv: 1×1 expansion ``cin → mid`` + BN, the k_max depthwise weight ``(mid, 1, k, k)`` + BN."""
+        self.expand = nn.Conv2d(cin, self.mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.dw_weight = nn.Parameter(torch.empty(self.mid, 1, self.kmax, self.kmax))
+        nn.init.kaiming_normal_(self.dw_weight, mode="fan_out")
+        self.bn2 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    @property
+    def kxk_weight(self) -> torch.Tensor:
+        """The k_max×k_max weight whose rings and output-channel groups the thresholds judge,
+        ``(mid, in/groups, k_max, k_max)``."""
+        return self.dw_weight
+
+    def _features(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Masked path up to the mid channels: ``w`` is the k_max weight with the kernel mask applied."""
+        y = self.act(self.bn1(self.expand(x)))
+        y = F.conv2d(F.pad(y, self.pad), w, stride=self.stride, groups=self.mid)
+        return self.act(self.bn2(y))
+
+    def _sliced_features(self, x: torch.Tensor, k: int, mid: int) -> torch.Tensor:
+        """Sliced path up to the mid channels: kernel ``k`` (centre crop), first ``mid`` channels."""
+        o = (self.kmax - k) // 2
+        y = self.act(self._bn(F.conv2d(x, self.expand.weight[:mid]), self.bn1, mid, self.training))
+        y = F.conv2d(F.pad(y, self.pads[k]), self.dw_weight[:mid, :, o:o + k, o:o + k], stride=self.stride,
+                     groups=mid)
+        return self.act(self._bn(y, self.bn2, mid, self.training))
+
+    def _load_features(self, block: nn.Module, k: int, mid: int) -> None:
+        o = (self.kmax - k) // 2
+        block.expand.conv.conv.weight.copy_(self.expand.weight[:mid])
+        _copy_bn(block.expand.bn, self.bn1, mid)
+        block.depthwise.conv.conv.weight.copy_(self.dw_weight[:mid, :, o:o + k, o:o + k])
+        _copy_bn(block.depthwise.bn, self.bn2, mid)
+
     # -- weight groups
     def _ring_log_ms(self, k: int) -> torch.Tensor:
-        """``log`` mean square of the depthwise weights in the ring between kernel ``k`` and the next
+        """``log`` mean square of the k×k weights in the ring between kernel ``k`` and the next
         smaller kernel (a masked sum, no boolean indexing: no data-dependent shapes, any device)."""
-        mask = self.ring_masks[self.kernels.index(k) - 1].to(self.dw_weight.dtype)
-        n = mask.sum() * self.mid
-        return torch.log((self.dw_weight.pow(2) * mask).sum() / n + 1e-12)
+        w = self.kxk_weight
+        mask = self.ring_masks[self.kernels.index(k) - 1].to(w.dtype)
+        n = mask.sum() * w.shape[0] * w.shape[1]
+        return torch.log((w.pow(2) * mask).sum() / n + 1e-12)
 
     def _group(self, g: int) -> torch.Tensor:
         start = self.group_ends[g - 1] if g else 0
-        return self.dw_weight[start:self.group_ends[g]]
+        return self.kxk_weight[start:self.group_ends[g]]
 
     @staticmethod
     def _log_ms(w: torch.Tensor) -> torch.Tensor:
@@ -240,7 +320,7 @@ class Superkernel(nn.Module):
         With hard indicators exactly one weight is 1 (the selected configuration); gradients flow
         through the sigmoid relaxation. ``groups == 0`` is skip.
         """
-        one = self.dw_weight.new_ones(())
+        one = self.kxk_weight.new_ones(())
         if self.forced is not None:
             return {self.forced: one}
         ks, es = self.indicators(soft=soft)
@@ -263,31 +343,34 @@ class Superkernel(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.kxk_weight
         if self.forced is not None:
             kidx, groups = self.forced
             if groups == 0:
                 return x
-            one, zero = self.dw_weight.new_ones(()), self.dw_weight.new_zeros(())
+            one, zero = w.new_ones(()), w.new_zeros(())
             ks = [one if i < kidx else zero for i in range(len(self.kernels) - 1)]
             es = [one if g < groups else zero for g in range(len(self.group_ends))]
         else:
             ks, es = self.indicators()
-        # depthwise kernel: core + g5·(ring5 + g7·ring7)
-        w = self.dw_weight
+        # k×k kernel: core + g5·(ring5 + g7·ring7)
         kmask = self.core_mask.to(w.dtype)
         run = w.new_ones(())
         for i, v in enumerate(ks):
             run = run * v
             kmask = kmask + run * self.ring_masks[i].to(w.dtype)
-        # channel mask: nested groups
-        cmask = w.new_zeros(self.mid)
+        # channel mask (mid channels) and squeeze mask (SE hidden units): nested groups
+        cmask, smask = w.new_zeros(self.mid), w.new_zeros(self.se_masks.shape[1])
         run = w.new_ones(())
         for g, v in enumerate(es):
             run = run * v
             cmask = cmask + run * self.group_masks[g].to(w.dtype)
-        y = self.act(self.bn1(self.expand(x)))
-        y = F.conv2d(F.pad(y, self.pad), w * kmask, stride=self.stride, groups=self.mid)
-        y = self.act(self.bn2(y)) * cmask.view(1, -1, 1, 1)
+            smask = smask + run * self.se_masks[g].to(w.dtype)
+        y = self._features(x, w * kmask) * cmask.view(1, -1, 1, 1)
+        if self.se is not None:  # masked channels are 0: the full squeeze conv reads only the selected ones
+            se = self.se
+            s = se.act(se.reduce(y.mean((2, 3), keepdim=True))) * smask.view(1, -1, 1, 1)
+            y = y * se.gate(se.expand(s))
         y = self.bn3(self.project(y))
         if self.has_skip:  # all groups off = skip: the block contributes nothing (not BN's bias)
             y = y * es[0]
@@ -303,15 +386,15 @@ class Superkernel(nn.Module):
 
     def run_path(self, x: torch.Tensor, kidx: int, groups: int) -> torch.Tensor:
         """Run exactly one configuration with *sliced* weights (the cost of that block alone):
-        kernel ``kernels[kidx]`` (centre crop) and the first ``group_ends[groups-1]`` mid channels;
-        ``groups == 0`` is skip. Computes the same function as the :class:`hwnas.nn.blocks.MBConv`
-        that :meth:`load_into` fills (once-for-all's elastic kernel/width, Cai et al. 2020 §3.1).
-        BatchNorm statistics of the used channels are updated in place in training mode."""
+        kernel ``kernels[kidx]`` (centre crop), the first ``group_ends[groups-1]`` mid channels and
+        the first ``se_ends[groups-1]`` squeeze channels; ``groups == 0`` is skip. Computes the same
+        function as the :class:`hwnas.nn.blocks.MBConv` (or ``FusedMBConv``) that :meth:`load_into`
+        fills (once-for-all's elastic kernel/width, Cai et al. 2020 §3.1). BatchNorm statistics of the
+        used channels are updated in place in training mode."""
         if groups == 0:
             return x
         mid = self.group_ends[groups - 1]
         k = self.kernels[kidx]
-        o = (self.kmax - k) // 2
         momentum_none = self.bn1.momentum is None
         if momentum_none and self.training:  # recalibration (cumulative average): use the module path
             self.forced = (kidx, groups)
@@ -319,24 +402,115 @@ class Superkernel(nn.Module):
                 return self(x)
             finally:
                 self.forced = None
-        y = self.act(self._bn(F.conv2d(x, self.expand.weight[:mid]), self.bn1, mid, self.training))
-        y = F.conv2d(F.pad(y, self.pads[k]), self.dw_weight[:mid, :, o:o + k, o:o + k], stride=self.stride,
-                     groups=mid)
-        y = self.act(self._bn(y, self.bn2, mid, self.training))
+        y = self._sliced_features(x, k, mid)
+        if self.se is not None:
+            se, sq = self.se, self.se_ends[groups - 1]
+            s = se.act(F.conv2d(y.mean((2, 3), keepdim=True), se.reduce.weight[:sq, :mid], se.reduce.bias[:sq]))
+            y = y * se.gate(F.conv2d(s, se.expand.weight[:mid, :sq], se.expand.bias[:mid]))
         y = self._bn(F.conv2d(y, self.project.weight[:, :mid]), self.bn3, None, self.training)
         return x + y if self.residual else y
 
     def load_into(self, block: nn.Module, kernel: int, expansion_index: int) -> None:
-        """Copy the sliced superkernel weights into an ``MBConv`` built for (kernel, expansion)."""
+        """Copy the sliced superkernel weights into the block (``MBConv`` / ``FusedMBConv``) built for
+        (kernel, expansion)."""
         mid = self.group_ends[expansion_index]
-        o = (self.kmax - kernel) // 2
         with torch.no_grad():
-            block.expand.conv.conv.weight.copy_(self.expand.weight[:mid])
-            _copy_bn(block.expand.bn, self.bn1, mid)
-            block.depthwise.conv.conv.weight.copy_(self.dw_weight[:mid, :, o:o + kernel, o:o + kernel])
-            _copy_bn(block.depthwise.bn, self.bn2, mid)
+            self._load_features(block, kernel, mid)
+            if self.se is not None:
+                sq = self.se_ends[expansion_index]
+                block.se.reduce.weight.copy_(self.se.reduce.weight[:sq, :mid])
+                block.se.reduce.bias.copy_(self.se.reduce.bias[:sq])
+                block.se.expand.weight.copy_(self.se.expand.weight[:mid, :sq])
+                block.se.expand.bias.copy_(self.se.expand.bias[:mid])
             block.project.conv.conv.weight.copy_(self.project.weight[:, :mid])
             _copy_bn(block.project.bn, self.bn3, None)
+
+
+class FusedSuperkernel(Superkernel):
+    """Superkernel of a fused-MBConv layer (EfficientNetV2's ``er`` blocks, Tan & Le 2021 §3.2).
+
+    k_max×k_max conv ``in → mid`` (TF-SAME, stride) → BN → act → channel mask → [SE] → 1×1
+    projection → BN → (+ identity). Deviation from Single-Path NAS (which searches depthwise kernels
+    only): the kernel rings and the expansion groups are judged on the full conv's weights
+    ``(mid, in, k, k)`` — ring ``r``'s indicator on the mean square of every input and output
+    channel's ring weights, group ``g``'s on its output channels — so kernel and expansion are both
+    thresholds on one weight, as for the depthwise superkernel.
+    """
+
+    kind = "fused_mbconv"
+
+    def _build_kxk(self, cin: int) -> None:
+        self.conv_weight = nn.Parameter(torch.empty(self.mid, cin, self.kmax, self.kmax))
+        nn.init.kaiming_normal_(self.conv_weight, mode="fan_out")
+        self.bn1 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    @property
+    def kxk_weight(self) -> torch.Tensor:
+        return self.conv_weight
+
+    def _features(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn1(F.conv2d(F.pad(x, self.pad), w, stride=self.stride)))
+
+    def _sliced_features(self, x: torch.Tensor, k: int, mid: int) -> torch.Tensor:
+        o = (self.kmax - k) // 2
+        y = F.conv2d(F.pad(x, self.pads[k]), self.conv_weight[:mid, :, o:o + k, o:o + k], stride=self.stride)
+        return self.act(self._bn(y, self.bn1, mid, self.training))
+
+    def _load_features(self, block: nn.Module, k: int, mid: int) -> None:
+        o = (self.kmax - k) // 2
+        block.expand.conv.conv.weight.copy_(self.conv_weight[:mid, :, o:o + k, o:o + k])
+        _copy_bn(block.expand.bn, self.bn1, mid)
+
+
+class DSSuperkernel(Superkernel):
+    """Superkernel of a depthwise-separable layer (EfficientNet's first stage: ``ds`` k3/k5 + SE).
+
+    k_max×k_max depthwise conv on the input channels (TF-SAME, stride) → BN → act → [SE] → 1×1
+    projection → BN → (+ identity). There is no expansion to search: one channel group (all input
+    channels), so the kernel rings are the only thresholds (and the group's indicator decides skip
+    where the layer may be skipped). An extension of Single-Path NAS, whose superkernel is MBConv's.
+    """
+
+    kind = "dsconv"
+
+    def _build_kxk(self, cin: int) -> None:
+        self.dw_weight = nn.Parameter(torch.empty(self.mid, 1, self.kmax, self.kmax))
+        nn.init.kaiming_normal_(self.dw_weight, mode="fan_out")
+        self.bn1 = nn.BatchNorm2d(self.mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    def _features(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn1(F.conv2d(F.pad(x, self.pad), w, stride=self.stride, groups=self.mid)))
+
+    def _sliced_features(self, x: torch.Tensor, k: int, mid: int) -> torch.Tensor:
+        o = (self.kmax - k) // 2
+        y = F.conv2d(F.pad(x, self.pads[k]), self.dw_weight[:mid, :, o:o + k, o:o + k], stride=self.stride,
+                     groups=mid)
+        return self.act(self._bn(y, self.bn1, mid, self.training))
+
+    def _load_features(self, block: nn.Module, k: int, mid: int) -> None:
+        o = (self.kmax - k) // 2
+        block.depthwise.conv.conv.weight.copy_(self.dw_weight[:mid, :, o:o + k, o:o + k])
+        _copy_bn(block.depthwise.bn, self.bn1, mid)
+
+
+#: superkernel class per block kind, in order of preference when a layer offers several kinds
+SUPERKERNELS: dict[str, type[Superkernel]] = {"mbconv": Superkernel, "fused_mbconv": FusedSuperkernel,
+                                              "dsconv": DSSuperkernel}
+
+
+def make_superkernel(layers: Sequence[Layer], se_style: str = "efficientnet") -> Superkernel:
+    """The superkernel of one searchable layer, for the first kind of :data:`SUPERKERNELS` among its
+    ungrouped candidates (MnasNet's layers offer conv, ds and MBConv: the MBConv ones are searched).
+
+    Raises:
+        SearchError: no candidate of a kind a superkernel holds (e.g. only plain convs).
+    """
+    kinds = {lay.block.kind for lay in layers if lay.block.groups == 1}
+    for kind, cls in SUPERKERNELS.items():
+        if kind in kinds:
+            return cls(layers, se_style)
+    raise SearchError(f"singlepath: layer '{layers[0].name}' has no candidate a superkernel holds "
+                      f"({', '.join(SUPERKERNELS)}); use --method fbnet or proxyless")
 
 
 class _SharedPath(nn.Module):
@@ -469,11 +643,11 @@ class Supernet(nn.Module):
         self.fixed = base.stages[0] if self.n_fixed else nn.Sequential()
         self.head = base.head
         self.classifier = base.classifier
+        se_style = space.decode(first).se_style
         if mode == "singlepath":
-            self.layers_ = nn.ModuleList([Superkernel(lays) for lays in self.slot_layers])
+            self.layers_ = nn.ModuleList([make_superkernel(lays, se_style) for lays in self.slot_layers])
             self.alphas = nn.ParameterList()
         else:
-            se_style = space.decode(first).se_style
             self.layers_ = nn.ModuleList([MixedLayer(lays, se_style, weights) for lays in self.slot_layers])
             init_weights(self.layers_)
             n_alpha = len(self.slot_layers) if mode in ("fbnet", "proxyless") else 0
@@ -680,19 +854,28 @@ class Supernet(nn.Module):
         k, e = m.kernels[kidx], m.expansions[groups - 1]
         for j, lay in enumerate(lays):
             b = lay.block
-            if b.kind == "mbconv" and b.groups == 1 and b.kernel == k and b.expansion == e:
+            if b.kind == m.kind and b.groups == 1 and b.kernel == k and b.expansion == e:
                 return j
         raise SearchError(f"singlepath: no candidate k{k}_e{e:g} in layer {i}")  # pragma: no cover
 
     def _superkernel_config(self, i: int, c: int) -> tuple[int, int]:
+        """``(kernel index, groups)`` of candidate ``c`` of layer ``i``.
+
+        Raises:
+            SearchError: the candidate is not the one the superkernel stands for (another kind, a
+                grouped conv, or a later duplicate of a (kernel, expansion), e.g. MnasNet's SE or
+                no-skip variants): running it through the superkernel would compute another block.
+        """
         m: Superkernel = self.layers_[i]
         b = self.slot_layers[i][c].block
         if b.kind == "skip":
             return (0, 0)
-        if b.kind != "mbconv" or b.groups != 1 or b.kernel not in m.kernels or b.expansion not in m.expansions:
-            raise SearchError(f"singlepath cannot run candidate '{b.to_compact()}' of layer {i} "
-                              f"(grouped convs are outside the superkernel)")
-        return (m.kernels.index(b.kernel), m.expansions.index(b.expansion) + 1)
+        if b.kind == m.kind and b.groups == 1 and b.kernel in m.kernels and b.expansion in m.expansions:
+            cfg = (m.kernels.index(b.kernel), m.expansions.index(b.expansion) + 1)
+            if self._config_candidate(i, cfg) == c:
+                return cfg
+        raise SearchError(f"singlepath cannot run candidate '{b.to_compact()}' of layer {i}: its superkernel "
+                          f"stands for the first ungrouped {m.kind} candidate per kernel and expansion")
 
     # ------------------------------------------------------------------ latency
     def layer_weights(self) -> list[torch.Tensor]:
@@ -773,4 +956,4 @@ class Supernet(nn.Module):
         return f"mode={self.mode}, space={self.space.name}, layers={self.num_layers}"
 
 
-__all__ = ["Supernet", "Superkernel", "MODES", "indicator", "host_probs"]
+__all__ = ["Supernet", "Superkernel", "FusedSuperkernel", "DSSuperkernel", "SUPERKERNELS", "make_superkernel", "MODES", "indicator", "host_probs"]

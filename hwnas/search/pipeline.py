@@ -102,27 +102,6 @@ def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int
                          device=device)
 
 
-def _check_superkernel_space(space) -> None:
-    """Single-Path NAS's superkernel (Stamoulis et al. 2019, §3) holds plain MBConv kernels and
-    expansions, no squeeze-excite: refuse a space where the member it would pick has SE.
-
-    Raises:
-        SearchError: naming the space and a layer.
-    """
-    from hwnas.arch import BlockSpec
-
-    for slot in getattr(space, "slots", ()):
-        first: dict[tuple[int, float], BlockSpec] = {}
-        for text in slot.candidates:
-            b = BlockSpec.from_compact(text)
-            if b.kind == "mbconv" and b.groups == 1:
-                first.setdefault((b.kernel, b.expansion), b)
-        with_se = [b for b in first.values() if b.se_ratio > 0]
-        if with_se:
-            raise SearchError(f"--method singlepath: the superkernel has no squeeze-excite, but layer {slot.name} of "
-                              f"space '{space.name}' offers '{with_se[0].to_compact()}'; use --method fbnet or proxyless")
-
-
 def space_bounds(predictor, space, samples: int = 256) -> tuple[tuple[float, float], str]:
     """``((min_ms, max_ms), how)``: exact for layer-wise spaces, sampled for others."""
     import random
@@ -313,8 +292,6 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
             ", ".join(f"{v} is used instead of {k}" for k, v in space.activation_map.items()))
     if method in DIFFERENTIABLE and hasattr(space, "relaxed"):
         space = space.relaxed()  # stage-wise space: one decision per layer, depth by skip (hwnas.spaces.mobile)
-    if method == "singlepath":
-        _check_superkernel_space(space)
     if method in DIFFERENTIABLE and not hasattr(space, "slots"):
         raise SearchError(f"--method {method} needs a layer-wise space (mobilenetv2, fbnet and their -cifar "
                           f"variants); space '{space.name}' is stage-wise: use --method mnasnet|evolution|random")
