@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         corr = fit_correction(device, list(zip(test_archs, measured)), predictor=raw, holdout=0.5, seed=args.seed,
                               grouping=args.grouping)
-        correction = {"grouping": args.grouping, "coef": corr.coef, "per_op_ms": corr.per_op_ms,
+        correction = {"grouping": args.grouping, "coef": corr.coef, "per_op_ms": corr.per_op_ms, "per_mparam_ms": corr.per_mparam_ms,
                       "intercept_ms": corr.intercept_ms, **corr.report}
 
     def stats(pred: list[float]) -> dict:

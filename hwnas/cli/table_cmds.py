@@ -173,7 +173,8 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
     """Fit DEVICE's learned correction of per-op sums on its own end-to-end measurements.
 
     A linear model on each prediction's per-op raw terms (a scale — one, or per op kind with --grouping
-    kind —, a per-op overhead and a constant; scikit-learn, non-negative terms), trained only on networks
+    kind —, a per-op overhead, a term per million weights and a constant; scikit-learn, non-negative
+    terms), trained only on networks
     measured on DEVICE; a share (--holdout) is kept out and reported separately from the in-sample fit.
     Written as plain JSON; predictions from DEVICE's key store then use it and say so (provenance,
     --json correction). See docs/latency.md.
@@ -234,4 +235,5 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
             click.echo(f"  {split:14s} {r['members']:4d} networks: {100 * r['within_10pct']:5.1f} % within ±10 %, "
                        f"RMSPE {r['rmspe_pct']:.2f} %, Spearman {r['spearman']:.4f}, mean error {r['mean_error_pct']:+.2f} %")
     click.echo("  coefficients: " + ", ".join(f"{g} x{c:.3f}" for g, c in sorted(corr.coef.items()))
-               + f"; per op {corr.per_op_ms:.4f} ms; constant {corr.intercept_ms:.3f} ms")
+               + f"; per op {corr.per_op_ms:.4f} ms; per million weights {corr.per_mparam_ms:.4f} ms; "
+                 f"constant {corr.intercept_ms:.3f} ms")
