@@ -227,3 +227,18 @@ def test_profile_measures_only_what_the_store_lacks(tmp_path):
         "search: {space: mobilenetv2, latency_ms: null}\n"
         "space_spec: {name: mobilenetv2, resolution: 16, width: 0.35, in_channels: 1, classes: 10}\n")
     assert run_request(run).keys == request.keys and run_request(run).label == request.label
+
+
+@pytest.mark.slow
+def test_profile_output_has_no_litert_chatter(tmp_path):
+    """LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" goes to <out>.log, not into the progress display."""
+    out = tmp_path / "host.yaml"
+    cmd = [sys.executable, "-m", "hwnas", "profile", "--device", "host", "--space", "mobilenetv2", "--resolution",
+           "16", "--limit", "1", "--repeats", "3", "--warmup", "1", "--out", str(out)]
+    env = {**os.environ, "HWNAS_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "XNNPACK" not in text and "oneDNN" not in text, text
+    log = tmp_path / "host.yaml.log"
+    assert "XNNPACK delegate" in log.read_text() and f"TensorFlow/LiteRT log: {log}" in proc.stdout

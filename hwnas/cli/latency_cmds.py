@@ -157,6 +157,8 @@ def profile_cmd(device, space, resolution, width, data, in_channels, classes, ar
     else:
         click.echo(f"wrote {res.path}: {len(res.table)} entries ({len(res.measured)} measured now, "
                    f"{res.resumed} from the journal) in {res.seconds:.1f} s")
+    if res.path is not None and res.path.with_name(res.path.name + ".log").is_file():
+        click.echo(f"TensorFlow/LiteRT log: {res.path.with_name(res.path.name + '.log')}")
     if res.remeasured:
         click.echo(f"re-measured once (inversion or high spread): {len(res.remeasured)} op(s)")
     for line in (res.check.lines() if res.check else []):

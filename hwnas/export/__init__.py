@@ -317,7 +317,7 @@ def _export_tvm(model, out, result, target, tune_trials, images, ref, tol, rpc_t
     t = time.perf_counter()
     art = compile_tvm(onnx_bytes(model), target, out, tune_trials=tune_trials, rpc_tracker=rpc_tracker,
                       rpc_key=rpc_key)
-    result.tvm = {"tuned": art.tuned, "tuning_records": art.tuning_records}
+    result.tvm = {"tuned": art.tuned, "tuning_records": art.tuning_records, "database": art.database}
     result.path = art.path
     result.notes.extend(art.notes)
     result.seconds["convert"] = round(time.perf_counter() - t, 3)

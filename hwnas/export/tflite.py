@@ -42,6 +42,18 @@ def log_to(path: str | Path | None) -> None:
 
 
 @contextlib.contextmanager
+def logging_to(path: str | Path | None):
+    """:func:`log_to` ``path`` for the block, then back to the previous log file."""
+    global _LOG_FILE
+    previous = _LOG_FILE
+    log_to(path)
+    try:
+        yield
+    finally:
+        _LOG_FILE = previous
+
+
+@contextlib.contextmanager
 def quiet():
     """Silence TensorFlow, LiteRT and ONNX chatter for the block: C++ logs and prints written to the
     stdout/stderr file descriptors (``INFO: Created TensorFlow Lite XNNPACK delegate``,

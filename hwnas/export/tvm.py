@@ -107,10 +107,12 @@ class TVMArtifact:
     notes: list[str] = field(default_factory=list)
     tuned: bool = False
     tuning_records: int = 0
+    database: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "kind": self.kind, "target": self.target,
-                "tuned": self.tuned, "tuning_records": self.tuning_records, "notes": self.notes}
+                "tuned": self.tuned, "tuning_records": self.tuning_records, "database": self.database,
+                "notes": self.notes}
 
 
 def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str | Path | None = None, *,
@@ -132,7 +134,9 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
             is not this machine (a cross target timed here would measure the wrong CPU).
 
     Returns:
-        :class:`TVMArtifact` (``executable`` is the in-memory ``tvm.runtime.Executable``).
+        :class:`TVMArtifact` (``executable`` is the in-memory ``tvm.runtime.Executable``). ``tuned`` is
+        True only when a MetaSchedule database with at least one tuning record was applied to the
+        module (``tuning_records``, ``database`` = its folder); an untuned compile records False.
 
     Raises:
         ExportError: import or compilation failure (e.g. a GPU target whose device compiler is
@@ -147,7 +151,7 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
     name = target if isinstance(target, str) else json.dumps(target, sort_keys=True)
     mod = onnx_path_or_module if isinstance(onnx_path_or_module, tvm.IRModule) else import_onnx(onnx_path_or_module)
     notes: list[str] = []
-    records = 0
+    records, database = 0, None
     rpc = parse_tracker(rpc_tracker, rpc_key) if (rpc_tracker or rpc_key) else None
     if tune_trials > 0 and rpc is None and not is_host_target(tgt):
         raise ExportError(f"refusing to tune '{name}' on this machine: its candidates would be timed on this CPU, "
@@ -158,17 +162,19 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
             from hwnas.export.tflite import quiet
 
             with quiet():  # MetaSchedule logs its task table and progress to stdout
-                mod, records = _tune(mod, tgt, tune_trials, work_dir, rpc)
+                mod, records, database = _tune(mod, tgt, tune_trials, work_dir, rpc)
             where = f"on '{rpc[2]}' via the tracker {rpc[0]}:{rpc[1]}" if rpc else "on this machine"
-            notes.append(f"MetaSchedule-tuned with {tune_trials} trials {where}: {records} tuning records "
-                         "in the database applied")
+            notes.append(f"MetaSchedule-tuned with {tune_trials} trials {where}: the database {database} "
+                         f"({records} tuning records) applied" if records else
+                         f"MetaSchedule ran {tune_trials} trials {where} but its database {database} holds no "
+                         "tuning record: untuned schedules")
         ex = tvm.compile(mod, target=tgt, relax_pipeline=relax.get_default_pipeline(tgt))
     except Exception as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ExportError(f"TVM compilation for '{name}' failed: {first[:300]}") from err
     tuned = records > 0
     if out is None:
-        return TVMArtifact(None, "none", name, ex, notes + ["compile-only"], tuned, records)
+        return TVMArtifact(None, "none", name, ex, notes + ["compile-only"], tuned, records, database)
     out = Path(out)
     kind, fcompile = _library_kind(tgt)
     want = out.suffix.lstrip(".")
@@ -189,7 +195,7 @@ def compile_tvm(onnx_path_or_module: Any, target: str | dict = "llvm", out: str 
                 from err
     if kind == "tar":
         notes.append("object files in a .tar: link them on/for the device (no linker for this target here)")
-    return TVMArtifact(out, kind, name, ex, notes, tuned, records)
+    return TVMArtifact(out, kind, name, ex, notes, tuned, records, database)
 
 
 def parse_tracker(tracker: str | None, key: str | None) -> tuple[str, int, str]:
@@ -245,7 +251,7 @@ def _library_kind(tgt) -> tuple[str, Any]:
 
 def _tune(mod, tgt, trials: int, work_dir, rpc: tuple[str, int, str] | None = None):
     """MetaSchedule-tune ``mod`` (``tvm.s_tir.meta_schedule``) and apply the best schedules found;
-    returns ``(module, tuning records in the database)``. With ``rpc = (host, port, key)`` candidates
+    returns ``(module, tuning records in the database, database folder)``. With ``rpc = (host, port, key)`` candidates
     run on the device behind that tracker (MetaSchedule's ``RPCRunner``), else on this machine.
 
     Experimental: the stock local builder re-imports ``tvm.s_tir.tensor_intrin`` in each worker
@@ -274,7 +280,7 @@ def _tune(mod, tgt, trials: int, work_dir, rpc: tuple[str, int, str] | None = No
                                          cost_model="random")  # XGBoost's model needs xgboost (not a dependency)
     records = len(db.get_all_tuning_records()) if db is not None else 0
     with tgt:
-        return relax.transform.MetaScheduleApplyDatabase(str(work))(mod), records
+        return relax.transform.MetaScheduleApplyDatabase(str(work))(mod), records, str(work)
 
 
 def _ms_build(mod, target, _params):  # pragma: no cover - runs in MetaSchedule's builder worker

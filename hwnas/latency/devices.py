@@ -159,7 +159,7 @@ class Device(_Strict):
     precision: Literal["float32", "float16", "int8"] = "float32"
     tvm_target: dict[str, Any] | None = None
     tvm_host: dict[str, Any] | None = None
-    tuned: bool = False
+    tuned: bool = False  # ignored (kept so older files load): tables record tuning from the database applied
     tune_trials: int = Field(0, ge=0)  # TVM MetaSchedule trials per op (0 = untuned; minutes per op)
     energy: Literal["rapl", "android-battery", "power-model", "none"] = "none"
     power_model: PowerModel | None = None

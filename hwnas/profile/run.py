@@ -58,6 +58,7 @@ class Measurement:
     energy_source: str | None = None
     note: str | None = None
     env: dict | None = None  # runner state around the run (adb: governor/frequency/temperature before, after)
+    tuned: bool | None = None  # TVM: a MetaSchedule database was applied to this op's library (None: not TVM)
 
     def with_energy(self, energy_mj: float | None, source: str | None) -> "Measurement":
         return replace(self, energy_mj=energy_mj, energy_source=source)
@@ -314,7 +315,19 @@ def measure_key(key: OpKey, builder: Builder, runner: Runner, device: Device) ->
                                f"a run that did not happen); nothing was written for it")
     if artifact.extra.get("note"):
         m = replace(m, note="; ".join(filter(None, [m.note, artifact.extra["note"]])))
+    if "tuned" in artifact.extra:
+        m = replace(m, tuned=bool(artifact.extra["tuned"]))
     return m
+
+
+def table_tuned(records: Iterable[dict]) -> tuple[bool, str]:
+    """A TVM table's ``tuned`` label from its ops' journal records: True only when every measured op
+    (``skip`` entries aside) had a MetaSchedule database applied (``"tuned": true``, set from
+    :class:`hwnas.export.tvm.TVMArtifact` by the builder); a record without the field (an older
+    journal) counts as untuned. Returns ``(tuned, how many ops were tuned, as words)``."""
+    ops = [r for r in records if r.get("energy_source") != "identity"]
+    done = sum(1 for r in ops if r.get("tuned") is True)
+    return (bool(ops) and done == len(ops)), f"{done} of {len(ops)} ops with a MetaSchedule database applied"
 
 
 def recheck(entries: dict[str, Entry], keys: Iterable[OpKey], builder: Builder, runner: Runner, device: Device,
@@ -626,9 +639,14 @@ def profile(device: str | Device, space: str | None = None, resolution: int | No
                        "env": journal_environment(dev)})
     resumed = sum(1 for k in all_keys if str(k) in journal.records)
     todo = [k for k in all_keys if str(k) not in journal.records]
+    from hwnas.export.tflite import logging_to
+
+    # TensorFlow/LiteRT/TVM chatter of the builders and runners goes to <out>.log, not into the progress bar
+    log = out.with_name(out.name + ".log")
     try:  # the runner's session (adb, RPC) is closed whatever happens
-        result = _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, existing, store, progress,
-                              on_measured, calibrate, seed)
+        with logging_to(log):
+            result = _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, existing, store,
+                                  progress, on_measured, calibrate, seed)
     finally:
         runner.close()
     table, measured, check, remeasured = result
@@ -674,7 +692,7 @@ def _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, ex
         if bar is not None:
             bar.close()
     env = _environment(dev, runner)
-    tuned = getattr(runner, "tuned", None) if dev.backend == "tvm" else None
+    tuned, tuned_how = table_tuned(journal.records[str(k)] for k in all_keys) if dev.backend == "tvm" else (None, "")
     provenance = "measured" if tuned is not False else "measured: untuned TVM schedules (not a latency model of " \
                                                        "the device's best code)"
     # the table's `space` names a registered space where there is one (its width/channels/classes are in
@@ -686,7 +704,8 @@ def _measure_all(dev, request, all_keys, todo, builder, runner, journal, out, ex
                      hwnas_version=__version__, provenance=provenance, machine=env.get("machine"), tuned=tuned,
                      precision=dev.precision, delegate=dev.delegate,
                      notes=f"runner {runner.name}, builder {builder.name}, warmup {dev.warmup}, repeats {dev.repeats}"
-                           + (f", timer {runner.timer}" if getattr(runner, "timer", None) else ""))
+                           + (f", timer {runner.timer}" if getattr(runner, "timer", None) else "")
+                           + (f", {tuned_how}" if tuned_how else ""))
     entries, check, remeasured = recheck({str(k): journal.entry(str(k)) for k in all_keys}, all_keys, builder,
                                          runner, dev, journal)
     if check:

@@ -61,9 +61,12 @@ class TFLiteLocalRunner:
                 raise ConfigError(f"device '{self.device.name}': cannot load libedgetpu.so.1 ({err})") from None
         elif self.device.delegate == "none":
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interp = Interpreter(model_content=artifact.data, **kwargs) if artifact.data is not None else \
-            Interpreter(model_path=str(artifact.path), **kwargs)
-        interp.allocate_tensors()
+        from hwnas.export.tflite import quiet
+
+        with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." goes to the log, not the terminal
+            interp = Interpreter(model_content=artifact.data, **kwargs) if artifact.data is not None else \
+                Interpreter(model_path=str(artifact.path), **kwargs)
+            interp.allocate_tensors()
         inp = interp.get_input_details()[0]
         interp.set_tensor(inp["index"], random_input(inp))
         old_aff = None

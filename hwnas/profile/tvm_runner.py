@@ -11,10 +11,12 @@ Runner: loads the library locally (``tvm.runtime.load_module``) or uploads it to
 .request(key)``), builds a ``relax.VirtualMachine`` and times ``main`` with ``time_evaluator``
 (``number`` runs per repeat; median/p10/p90 over the repeats, in ms).
 
-Untuned TVM on a CPU target runs naive loops (~20× slower than LiteRT, ../shared/STACK.md): tables
-from an untuned CPU device are labelled ``tuned: false`` and their provenance says "untuned". A device
-with ``tune_trials: N`` has every op MetaSchedule-tuned by ``compile_tvm`` (minutes per op) and its
-table is labelled tuned.
+Untuned TVM on a CPU target runs naive loops (~20× slower than LiteRT, ../shared/STACK.md). A device
+with ``tune_trials: N`` has every op MetaSchedule-tuned by ``compile_tvm`` (minutes per op). Whether
+an op is tuned is what ``compile_tvm`` reports for it — a MetaSchedule database with tuning records
+was applied — never the device file: each measurement carries ``tuned`` (and the database's records
+and folder in its note), and a table is labelled ``tuned: true`` only when every op in it was
+(:func:`hwnas.profile.run.table_tuned`); otherwise its provenance says "untuned".
 """
 
 from __future__ import annotations
@@ -100,8 +102,10 @@ class TVMOpBuilder:
                           tune_trials=self.device.tune_trials, rpc_tracker=rpc[0], rpc_key=rpc[1])
         # the artifact keeps the builder's temporary folder alive as long as it is referenced; "tuned"
         # is what the MetaSchedule database applied to it held, not what the device file says
-        return Artifact(path=art.path, format="tvm", extra={"shape": tuple(shape), "_workdir": self._tmp,
-                                                            "notes": art.notes, "tuned": art.tuned})
+        extra = {"shape": tuple(shape), "_workdir": self._tmp, "notes": art.notes, "tuned": art.tuned}
+        if art.tuned:
+            extra["note"] = f"MetaSchedule database {art.database}: {art.tuning_records} tuning records applied"
+        return Artifact(path=art.path, format="tvm", extra=extra)
 
     def build(self, key: OpKey) -> Artifact:
         module, example = op_module(key)
@@ -121,7 +125,6 @@ class TVMRunner:
 
     def __init__(self, device: Device, *, number: int | None = None):
         self.device = device
-        self.tuned = bool(device.tuned or device.tune_trials > 0)
         self.number = number or 3
         self.meter = choose_meter(device)
         self._remote = None
@@ -194,7 +197,7 @@ class TVMRunner:
         m = summarize([t * 1e3 for t in res.results])
         m = Measurement(m.median_ms, m.p10_ms, m.p90_ms, m.samples,
                         note=f"time_evaluator: {repeat} repeats x {self.number} runs"
-                             + ("" if self.tuned else "; untuned schedules"))
+                             + ("" if artifact.extra.get("tuned") else "; untuned schedules"))
         energy = self.meter.stop(repeat * self.number, m.median_ms)
         return m.with_energy(energy, self.meter.source if energy is not None else None)
 
