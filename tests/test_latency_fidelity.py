@@ -3,6 +3,8 @@ options, predict's resolution range and the learned per-device correction."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hwnas.latency.devices import get_device
@@ -78,6 +80,15 @@ def test_a_table_from_another_machine_ranks_last_and_is_named(tmp_path, monkeypa
     store = KeyStore.for_device("host")
     assert [t.path.name for t in store.tables][:2] == ["mine.yaml", "theirs.yaml"]
     assert "Some Other CPU 9000" in store.foreign()["theirs.yaml"]
+    import json
+
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["devices", "--json"]).output)}
+    marks = {Path(t["path"]).name: t["other_machine"] for t in rows["host"]["tables"]}
+    assert "Some Other CPU 9000" in marks["theirs.yaml"] and marks["mine.yaml"] is None
     sp = resolve_space("mobilenetv2", resolution=32)
     pred = load_predictor("host").predict(sp.decode(sp.sample()))
     assert not pred.warnings

@@ -16,6 +16,8 @@ def devices_cmd(as_json: bool) -> None:
     """List the devices with their backend, transport and the latency tables available for each."""
     from hwnas.latency.costmodel import describe_fit
     from hwnas.latency.devices import list_devices
+    from hwnas.latency.correction import load_correction
+    from hwnas.latency.store import foreign_machine
     from hwnas.latency.table import find_tables
 
     rows = []
@@ -37,8 +39,14 @@ def devices_cmd(as_json: bool) -> None:
                      "estimate_rests_on": describe_fit(dev.cost_model) if dev.cost_model else None,
                      "tables": [{"space": t.meta.space, "resolutions": t.meta.resolutions,
                                  "provenance": t.meta.provenance.split(":")[0], "path": str(t.path),
+                                 "other_machine": foreign_machine(t, dev),
                                  "fidelity": ({k: v for k, v in t.meta.fidelity.items() if k != "rows"}
                                               if t.meta.fidelity else None)} for t in tables]})
+        try:
+            corr, why = load_correction(dev)
+        except TableError as err:
+            corr, why = None, str(err)
+        rows[-1]["correction"] = corr.summary() if corr else why
     if as_json:
         print_json(rows)
         return
@@ -46,12 +54,18 @@ def devices_cmd(as_json: bool) -> None:
                 [[r["name"], ",".join(r["aliases"]) or "-", r["kind"], r["backend"], r["transport"], r["threads"],
                   r["priced_by"],
                   " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']}"
+                           + (", other machine" if t["other_machine"] else "")
                            + (f", checked {100 * t['fidelity']['within_10pct']:.0f} % ±10 % τ {t['fidelity']['kendall_tau']:.2f}"
                               if t["fidelity"] else "") + ")"
                            for t in r["tables"]) or "-"] for r in rows], right=["threads"])
     for r in rows:
         if r["estimate_rests_on"]:
             click.echo(f"{r['name']}: estimate rests on: {r['estimate_rests_on']}")
+        if r["correction"]:
+            click.echo(f"{r['name']}: {r['correction']}")
+        for t in r["tables"]:
+            if t["other_machine"]:
+                click.echo(f"{r['name']}: {Path(t['path']).name} was {t['other_machine']}")
 
 
 @main.command("profile")
