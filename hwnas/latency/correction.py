@@ -214,7 +214,8 @@ def fit_correction(device, points: Sequence[tuple[ArchSpec, float]], *, predicto
         device: a :class:`Device`.
         points: measured networks of that device (end to end, same runner settings as its tables).
         predictor: prices the raw per-op terms (default: the device's key store, uncalibrated, no
-            correction); every op key must be priced.
+            correction), or a sequence of predictors, one per point (each network priced from the table
+            it was measured with); every op key must be priced.
         holdout: share of the networks (drawn with ``seed``, at least one when ``holdout > 0``) kept out
             of the fit and only evaluated; the stored model is the one fitted on the rest.
         grouping: ``total`` (one scale for all ops) or ``kind`` (a scale per op kind, SE and activation).
@@ -239,7 +240,8 @@ def fit_correction(device, points: Sequence[tuple[ArchSpec, float]], *, predicto
         from hwnas.latency.store import KeyStore
 
         predictor = Predictor(device, store=KeyStore.for_device(device), calibrated=False, correction=False)
-    terms = [_terms(predictor, a) for a, _ in points]
+    preds = predictor if isinstance(predictor, (list, tuple)) else [predictor] * len(points)
+    terms = [_terms(p, a) for p, (a, _) in zip(preds, points)]
     y = np.array([m for _, m in points], float)
     idx = list(range(len(points)))
     random.Random(seed).shuffle(idx)
