@@ -71,6 +71,30 @@ def test_int8_of_a_trained_run_matches_pytorch_test_accuracy(tmp_path, trained_r
     assert abs(q["int8_accuracy"] - acc) <= 0.01 and q["accuracy_gate"] == "passed" and q["ok"]
 
 
+def test_run_export_without_calib_data_uses_the_runs_own_data(tmp_path, trained_run):
+    """No --calib-data/--eval-data: a run's model is calibrated and checked on the data its config.yaml names
+    (its own test split), and the export says so, instead of refusing int8 or falling back to digits."""
+    root, acc = trained_run
+    code, text = run("export", root / "arch.yaml", "--weights", root / "model.pt", "--quantize", "int8", "--json",
+                     "-o", tmp_path / "q.tflite")
+    assert code == 0, text
+    info = json.loads(text)
+    assert any("the run's own data 'digits'" in n and "config.yaml" in n for n in info["notes"]), info["notes"]
+    assert info["quant"]["samples"] == 359 and abs(info["quant"]["float_accuracy"] - acc) < 1e-6
+    # a run on other data: that data, not digits (same weights; the check only reads config.yaml's data)
+    other = tmp_path / "run2"
+    other.mkdir()
+    (other / "model.pt").write_bytes((root / "model.pt").read_bytes())
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    cfg["search"].update(data="mnist5k", data_limit=500)
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = run("export", root / "arch.yaml", "--weights", other / "model.pt", "--json", "-o",
+                     tmp_path / "f.tflite")
+    assert code == 0, text
+    info = json.loads(text)
+    assert "mnist5k" in info["data"] and "digits" not in info["data"] and info["parity"]["samples"] == 100, info
+
+
 def test_int8_calibrated_on_constant_images_fails_the_gate(tmp_path, trained_run):
     root, _ = trained_run
     const = tmp_path / "const.npy"
@@ -168,3 +192,19 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ModuleNotFoundError
     code, text = run("export", ARCH, "--format", "onnx", "-o", tmp_path / "m.onnx")
     assert code == 2 and "pip install 'hwnas[onnx]'" in text and "Traceback" not in text, text
+
+
+def test_int8_parity_row_is_labelled(tmp_path, trained_run):
+    root, _ = trained_run
+    code, text = run("export", root / "arch.yaml", "--weights", root / "model.pt", "--quantize", "int8",
+                     "--calib-data", "digits", "--eval-samples", "100", "-o", tmp_path / "q.tflite")
+    assert code == 0, text
+    assert "int8 tflite parity vs PyTorch on 100 held-out images" in text and "no limit: int8 is gated" in text
+    from hwnas.search.pipeline import summary_rows
+
+    res = {"artifacts": {"arch": "a", "model_tflite": "m", "result": "r"}, "target": "t", "method": "m", "space": "s",
+           "arch": "x", "predicted_latency_ms": 1.0, "latency_budget_ms": 1.0, "latency_range_ms": (0.5, 2.0),
+           "params": 1, "macs": 1, "test_accuracy": 0.9, "tflite_test_accuracy": 0.89, "quantize": "int8",
+           "search_seconds": 1, "final_train_seconds": 1, "total_seconds": 2}
+    rows = dict(summary_rows({**res, "measured_latency_ms": None}))
+    assert "test accuracy (.tflite int8)" in rows

@@ -17,12 +17,13 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--quantize", type=str, default=None, help="tflite only: int8 | float16.")
 @click.option("--calib-data", default=None,
               help="Representative images: a built-in dataset (digits, mnist: its train split, preprocessed as the "
-                   "run in --weights was trained) or a .npy/.npz of preprocessed float NHWC (N,R,R,C).")
+                   "run in --weights was trained) or a .npy/.npz of preprocessed float NHWC (N,R,R,C) "
+                   "[default: the data of the run in --weights, named in its config.yaml].")
 @click.option("--calib-samples", type=int, default=64, show_default=True, help="Calibration images used.")
 @click.option("--int8-io", is_flag=True, help="int8: int8 input/output tensors instead of float32.")
 @click.option("--eval-data", default=None,
               help="Held-out labelled data for the checks (.npz with x, y; or digits/mnist: its test split) "
-                   "[default: the test split of a built-in --calib-data].")
+                   "[default: the test split of a built-in --calib-data, else of the run's data, else digits].")
 @click.option("--eval-samples", type=int, default=1000, show_default=True, help="Evaluation images used.")
 @click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
               help="int8: fail when top-1 drops more than this many points below float.")
@@ -107,7 +108,10 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
         tol = "" if p["tolerance"] is None else f", limit {p['tolerance']:g}"
         acc = "" if p.get("accuracy") is None else (f"; top-1 PyTorch {p['torch_accuracy']:.4f}, "
                                                      f"{p['backend']} {p['accuracy']:.4f}")
-        click.echo(f"parity vs PyTorch on {p['samples']} held-out images: max abs diff {p['max_abs_diff']:.2e}"
+        label = f"{res.quantize} {p['backend']}" if res.quantize else p["backend"]
+        if p["tolerance"] is None:  # int8: no output tolerance, its gates are the next line
+            tol = " (no limit: int8 is gated by agreement and accuracy below)"
+        click.echo(f"{label} parity vs PyTorch on {p['samples']} held-out images: max abs diff {p['max_abs_diff']:.2e}"
                    f"{tol}, top-1 agreement {p['top1_agreement']:.3f}{acc}")
     if res.quant:
         q = res.quant

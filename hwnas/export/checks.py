@@ -182,6 +182,7 @@ class Preprocessing:
     data: str | None = None
     seed: int = 0
     limit: int | None = None
+    config: str | None = None  # the run's config.yaml that named ``data``
 
 
 def run_preprocessing(weights: str | Path | None) -> Preprocessing:
@@ -225,6 +226,7 @@ def run_preprocessing(weights: str | Path | None) -> Preprocessing:
     search = cfg.get("search") if isinstance(cfg.get("search"), dict) else {}
     if search:
         prep.data, prep.seed, prep.limit = search.get("data"), int(search.get("seed") or 0), search.get("data_limit")
+        prep.config = str(cfg_path)
     return prep
 
 
@@ -269,8 +271,9 @@ def _normalise(x_nchw: np.ndarray, bundle_mean, bundle_std, prep: Preprocessing,
     return np.ascontiguousarray(out.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
-def builtin_data(name: str, arch: ArchSpec, prep: Preprocessing | None = None):
-    """A built-in dataset split as in training: ``(train (x, y), test (x, y), describe)``, NHWC.
+def builtin_data(name: str, arch: ArchSpec, prep: Preprocessing | None = None, limit: int | None = None):
+    """A built-in dataset (or the run's own, ``prep.data``) split as in training: ``(train (x, y), test
+    (x, y), describe)``, NHWC; at most ``limit`` images per split (None: all).
 
     Loaded by :func:`hwnas.search.data.load_data` at ``arch.resolution`` (same bilinear resize), then
     normalised with ``prep`` (the run's ``data_mean``/``data_std``); when ``prep`` names the same
@@ -280,13 +283,14 @@ def builtin_data(name: str, arch: ArchSpec, prep: Preprocessing | None = None):
     from hwnas.search.data import load_data
 
     prep = prep or Preprocessing()
-    key = BUILTIN_DATASETS[name]
+    key = BUILTIN_DATASETS.get(name, name)
     same = prep.data is not None and BUILTIN_DATASETS.get(str(prep.data), prep.data) == key
     bundle = load_data(key, resolution=arch.resolution, seed=prep.seed if same else 0,
                        limit=prep.limit if same else None)
 
     def split(s):
-        return _normalise(s.x.numpy(), bundle.mean, bundle.std, prep, arch.in_channels), s.y.numpy()
+        x, y = s.tensors(limit)
+        return _normalise(x.numpy(), bundle.mean, bundle.std, prep, arch.in_channels), y.numpy()
 
     how = (f"{key} at {arch.resolution}px, normalised with "
            + (f"{prep.source}'s mean/std" if prep.mean is not None else "its train split's mean/std"))
@@ -337,7 +341,7 @@ def load_calibration(ref: str | Path, arch: ArchSpec, n: int = 64, prep: Preproc
     """
     ref_s = str(ref)
     if ref_s in BUILTIN_DATASETS:
-        return builtin_data(ref_s, arch, prep)[0][0][:n]
+        return builtin_data(ref_s, arch, prep, n)[0][0][:n]
     return _load_array_file(ref_s, arch, "calibration data", labelled=False)[0][:n]
 
 
@@ -350,7 +354,9 @@ def check_data(arch: ArchSpec, calib: str | Path | None, evaluation: str | Path 
       test split (:func:`builtin_data`, normalised as the run was);
     * a file: used as given (already preprocessed); an evaluation image that is also a calibration
       image is dropped; without ``evaluation``, the last quarter of a calibration file is held out;
-    * no evaluation source otherwise: the ``digits`` test split.
+    * neither given: the data the run in ``prep`` trained on (``prep.data``, from its ``config.yaml``:
+      calibration from its train split when needed, evaluation from its test split), else the
+      ``digits`` test split.
 
     Raises:
         ExportError: unknown name, bad file, no evaluation image left after removing overlaps.
@@ -360,14 +366,23 @@ def check_data(arch: ArchSpec, calib: str | Path | None, evaluation: str | Path 
     calib_x = train = held = None
     how: list[str] = []
     cache: dict[str, Any] = {}
+    run_data = None if prep.data is None else str(prep.data)
+
+    def named(ref) -> bool:  # a dataset name (built-in or the run's own) rather than an array file
+        return ref is not None and (str(ref) in BUILTIN_DATASETS or str(ref) == run_data)
 
     def builtin(name):
-        if name not in cache:
-            cache[name] = builtin_data(name, arch, prep)
+        if name not in cache:  # the run's own data may be an image folder: materialise at most 5,000 per split
+            cache[name] = builtin_data(name, arch, prep, None if name in BUILTIN_DATASETS else 5000)
         return cache[name]
 
+    if run_data is not None and calib is None and evaluation is None:
+        calib = run_data if need_calib else None
+        evaluation = run_data
+        notes.append(f"no --calib-data/--eval-data: the run's own data '{run_data}' (from {prep.config}) "
+                     + ("for calibration and evaluation" if need_calib else "for evaluation"))
     if calib is not None:
-        if str(calib) in BUILTIN_DATASETS:
+        if named(calib):
             (tx, ty), _, h = builtin(str(calib))
             train, calib_x = (tx, ty), tx[:calib_samples]
             how.append(f"calibration: {len(calib_x)} train images of {h}")
@@ -386,14 +401,14 @@ def check_data(arch: ArchSpec, calib: str | Path | None, evaluation: str | Path 
     elif need_calib:
         raise ExportError("int8 export needs representative data: pass --calib-data (a .npy/.npz of NHWC images "
                           "or a built-in name: digits, mnist)")
-    if evaluation is None and calib is not None and str(calib) in BUILTIN_DATASETS:
+    if evaluation is None and named(calib):
         evaluation = calib
     if evaluation is None and held is not None:
         ex, ey = held  # the held-out part of the calibration file
     elif evaluation is None:
         _, (ex, ey), h = builtin("digits")
         how.append(f"evaluation: digits test split ({h})")
-    elif str(evaluation) in BUILTIN_DATASETS:
+    elif named(evaluation):
         _, (ex, ey), h = builtin(str(evaluation))
         how.append(f"evaluation: test split of {h}")
     else:

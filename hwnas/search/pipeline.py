@@ -711,7 +711,8 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("device / precision", f"{res.get('device', 'cpu')} ({res.get('device_name', '')}) / "
                                f"{res.get('precision', 'fp32')}"),
         ("test accuracy (PyTorch)", pct(res["test_accuracy"])),
-        ("test accuracy (.tflite)", pct(res["tflite_test_accuracy"])),
+        (f"test accuracy (.tflite{' ' + res['quantize'] if res.get('quantize') else ''})",
+         pct(res["tflite_test_accuracy"])),
         ("search / final training", f"{res['search_seconds']:.0f} s / {res['final_train_seconds']:.0f} s "
                                     f"(total {res['total_seconds']:.0f} s)"),
         ("arch.yaml", a["arch"]),
