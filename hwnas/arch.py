@@ -38,16 +38,17 @@ from typing import Any, Iterator
 import yaml
 
 from hwnas.errors import SpecError
+from hwnas.ops import KIND_NAMES, OP_KINDS, op_kind, token_help
 
-BLOCK_KINDS = ("mbconv", "fused_mbconv", "dsconv", "conv", "skip")
+BLOCK_KINDS = KIND_NAMES  # the op vocabulary: hwnas.ops
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish")
 SE_STYLES = ("efficientnet", "mobilenetv3")
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
 
-_KIND_TO_PREFIX = {"mbconv": "ir", "fused_mbconv": "er", "dsconv": "ds", "conv": "cn", "skip": "skip"}
+_KIND_TO_PREFIX = {k.name: k.token for k in OP_KINDS}
 # kinds with an expansion ratio (mid channels = make_divisible(in * e, 8))
-EXPANDING_KINDS = ("mbconv", "fused_mbconv")
+EXPANDING_KINDS = tuple(k.name for k in OP_KINDS if k.expanding)
 _PREFIX_TO_KIND = {v: k for k, v in _KIND_TO_PREFIX.items()}
 _ACT_TO_TOKEN = {"relu": "re", "relu6": "r6", "hswish": "hs", "swish": "sw"}
 _TOKEN_TO_ACT = {v: k for k, v in _ACT_TO_TOKEN.items()}
@@ -147,16 +148,17 @@ class BlockSpec:
         if self.kernel not in KERNELS:
             what = "an odd kernel" if isinstance(self.kernel, int) and self.kernel % 2 == 0 else "a kernel"
             raise SpecError(f"expected {what} in {KERNELS}, got {self.kernel}", source=src, field="kernel")
-        if self.kind in ("mbconv", "fused_mbconv", "dsconv") and self.kernel == 1:
-            what = "fused-MBConv" if self.kind == "fused_mbconv" else "depthwise"
+        kind = op_kind(self.kind)
+        if kind.project and self.kernel == 1:  # the k×k conv before a 1×1 projection
+            what = kind.title if kind.kxk == "full" else "depthwise"
             raise SpecError(f"a {what} kernel must be 3, 5 or 7, got 1", source=src, field="kernel")
         if self.stride not in STRIDES:
             raise SpecError(f"expected stride 1 or 2, got {self.stride}", source=src, field="stride")
         if not (0.0 <= self.se_ratio < 1.0):
             raise SpecError(f"expected an SE ratio in [0, 1), got {_fmt_num(self.se_ratio)}",
                             source=src, field="se_ratio")
-        if self.kind == "conv" and self.se_ratio > 0:
-            raise SpecError("a plain conv block has no squeeze-excite", source=src, field="se_ratio")
+        if not kind.se and self.se_ratio > 0:
+            raise SpecError(f"a {kind.title} block has no squeeze-excite", source=src, field="se_ratio")
         if self.activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation '{self.activation}'; expected one of {', '.join(ACTIVATIONS)}",
                             source=src, field="activation")
@@ -169,7 +171,7 @@ class BlockSpec:
                             source=src, field="expansion")
         if int(self.groups) != self.groups or self.groups < 1:
             raise SpecError(f"expected a positive group count, got {self.groups}", source=src, field="groups")
-        if self.groups > 1 and self.kind != "mbconv":
+        if self.groups > 1 and not kind.grouped:
             raise SpecError("grouped pointwise convs exist only in mbconv blocks", source=src, field="groups")
 
     # ------------------------------------------------------------------ compact form
@@ -213,7 +215,7 @@ class BlockSpec:
         prefix = tokens[0]
         if prefix not in _PREFIX_TO_KIND:
             raise SpecError(f"unknown block kind '{prefix}'; expected one of "
-                            f"{', '.join(_PREFIX_TO_KIND)} (ir=mbconv, er=fused_mbconv, ds=dsconv, cn=conv)",
+                            f"{', '.join(_PREFIX_TO_KIND)} ({token_help()})",
                             source=f"block '{text}'", field="kind")
         kind = _PREFIX_TO_KIND[prefix]
         values: dict[str, Any] = {"kind": kind}
@@ -361,7 +363,7 @@ class Layer:
     def has_residual(self) -> bool:
         """Whether an identity shortcut is added (shape kept, block allows it)."""
         b = self.block
-        return (b is not None and b.kind in ("mbconv", "fused_mbconv", "dsconv", "conv") and b.residual and b.stride == 1
+        return (b is not None and op_kind(b.kind).residual and b.residual and b.stride == 1
                 and self.name not in ("stem", "head") and self.in_shape == self.out_shape)
 
     @property
@@ -378,7 +380,7 @@ class Layer:
     @property
     def has_expansion_conv(self) -> bool:
         """mbconv keeps its 1×1 expansion conv even at expansion 1 (FBNet's ``k3_e1``)."""
-        return self.block is not None and self.block.kind == "mbconv"
+        return self.block is not None and op_kind(self.block.kind).expand_1x1
 
     def se_channels(self, se_style: str) -> int:
         """Squeeze channels of the SE module, 0 without SE.

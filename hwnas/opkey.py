@@ -60,10 +60,11 @@ class OpKey:
     @property
     def kind(self) -> str:
         """``mbconv`` | ``fused_mbconv`` | ``dsconv`` | ``conv`` | ``skip`` | ``classifier``."""
-        from hwnas.arch import _PREFIX_TO_KIND
+        from hwnas.ops import kind_of_token
 
         prefix = self.op.split("_", 1)[0]
-        return _PREFIX_TO_KIND.get(prefix, prefix)
+        kind = kind_of_token(prefix)
+        return kind.name if kind is not None else prefix
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

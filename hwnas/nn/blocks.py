@@ -103,73 +103,88 @@ class ChannelShuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class MBConv(nn.Module):
+class SeparableBlock(nn.Module):
+    """The parts every non-plain block shares (:mod:`hwnas.ops`): [1×1 expansion conv (groups g) →
+    [shuffle]] or a full k×k expansion conv → [k×k depthwise] → [SE] → 1×1 linear projection
+    (groups g) → + identity when the shape is kept. NCHW. Which parts a kind has is its
+    :class:`hwnas.ops.OpKind`; the subclasses below name the kinds.
+
+    Module names (``expand``, ``shuffle``, ``depthwise``, ``se``, ``project``) are the weight map of
+    the exporters and of the supernets' ``load_into``; a full k×k conv is ``expand``.
+    """
+
+    kind = ""
+
+    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
+        super().__init__()
+        from hwnas.ops import op_kind
+
+        ok = op_kind(self.kind)
+        b = layer.block
+        h, w, cin = layer.in_shape
+        cout = layer.out_shape[2]
+        mid = layer.mid_channels
+        g = b.groups if ok.grouped else 1
+        if ok.expand_1x1:
+            self.expand = ConvBnAct(cin, mid, 1, 1, (h, w), b.activation, groups=g)
+            self.shuffle = ChannelShuffle(g) if g > 1 else nn.Identity()
+        elif ok.kxk == "full":
+            self.expand = ConvBnAct(cin, mid, b.kernel, b.stride, (h, w), b.activation)
+        if ok.kxk == "depthwise":
+            self.depthwise = ConvBnAct(mid, mid, b.kernel, b.stride, (h, w), b.activation, groups=mid)
+        se = layer.se_channels(se_style)
+        self.se = SqueezeExcite(mid, se, b.activation, se_style) if se else nn.Identity()
+        self.project = ConvBnAct(mid, cout, 1, 1, layer.out_shape[:2], None, groups=g)
+        self.has_residual = layer.has_residual
+        self.parts = tuple(n for n in ("expand", "shuffle", "depthwise", "se", "project") if n in self._modules)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for name in self.parts:
+            y = getattr(self, name)(y)
+        return x + y if self.has_residual else y
+
+
+class MBConv(SeparableBlock):
     """Inverted residual (MobileNetV2 §3.3; FBNet Fig. 3 for grouped pointwise convs).
 
     1×1 expansion (groups g) → [shuffle] → k×k depthwise (stride) → [SE] → 1×1 linear projection
     (groups g) → + identity when the shape is kept. NCHW.
     """
 
-    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
-        super().__init__()
-        b = layer.block
-        h, w, cin = layer.in_shape
-        cout = layer.out_shape[2]
-        mid = layer.mid_channels
-        self.expand = ConvBnAct(cin, mid, 1, 1, (h, w), b.activation, groups=b.groups)
-        self.shuffle = ChannelShuffle(b.groups) if b.groups > 1 else nn.Identity()
-        self.depthwise = ConvBnAct(mid, mid, b.kernel, b.stride, (h, w), b.activation, groups=mid)
-        se = layer.se_channels(se_style)
-        self.se = SqueezeExcite(mid, se, b.activation, se_style) if se else nn.Identity()
-        self.project = ConvBnAct(mid, cout, 1, 1, layer.out_shape[:2], None, groups=b.groups)
-        self.has_residual = layer.has_residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.depthwise(self.shuffle(self.expand(x)))))
-        return x + y if self.has_residual else y
+    kind = "mbconv"
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(SeparableBlock):
     """Fused-MBConv (Tan & Le 2021, EfficientNetV2 §3.2, Fig. 2; timm's ``EdgeResidual``).
 
     k×k conv expanding ``in → mid`` (stride) → BN → act → [SE] → 1×1 linear projection
     ``mid → out`` → BN → + identity when the shape is kept. NCHW.
     """
 
-    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
-        super().__init__()
-        b = layer.block
-        h, w, cin = layer.in_shape
-        cout = layer.out_shape[2]
-        mid = layer.mid_channels
-        self.expand = ConvBnAct(cin, mid, b.kernel, b.stride, (h, w), b.activation)
-        se = layer.se_channels(se_style)
-        self.se = SqueezeExcite(mid, se, b.activation, se_style) if se else nn.Identity()
-        self.project = ConvBnAct(mid, cout, 1, 1, layer.out_shape[:2], None)
-        self.has_residual = layer.has_residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.expand(x)))
-        return x + y if self.has_residual else y
+    kind = "fused_mbconv"
 
 
-class DSConv(nn.Module):
+class DSConv(SeparableBlock):
     """Depthwise-separable conv: k×k depthwise → [SE] → 1×1 linear projection (+ identity). NCHW."""
 
-    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
-        super().__init__()
-        b = layer.block
-        h, w, cin = layer.in_shape
-        cout = layer.out_shape[2]
-        self.depthwise = ConvBnAct(cin, cin, b.kernel, b.stride, (h, w), b.activation, groups=cin)
-        se = layer.se_channels(se_style)
-        self.se = SqueezeExcite(cin, se, b.activation, se_style) if se else nn.Identity()
-        self.project = ConvBnAct(cin, cout, 1, 1, layer.out_shape[:2], None)
-        self.has_residual = layer.has_residual
+    kind = "dsconv"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.depthwise(x)))
-        return x + y if self.has_residual else y
+
+class ConvBlock(ConvBnAct):
+    """A ``conv`` block built from its resolved layer: :class:`ConvBnAct` (+ identity where kept)."""
+
+    def __init__(self, layer: Layer, se_style: str = "efficientnet"):
+        b = layer.block
+        super().__init__(layer.in_shape[2], layer.out_shape[2], b.kernel, b.stride, layer.in_shape[:2], b.activation,
+                         residual=layer.has_residual)
+
+
+class SkipBlock(nn.Identity):
+    """A ``skip`` block: the identity."""
+
+    def __init__(self, layer: Layer | None = None, se_style: str = "efficientnet"):
+        super().__init__()
 
 
 class Classifier(nn.Module):
@@ -196,17 +211,8 @@ class Classifier(nn.Module):
 
 
 def build_layer(layer: Layer, se_style: str = "efficientnet") -> nn.Module:
-    """The module of one resolved block layer (not the classifier)."""
-    b = layer.block
-    if b.kind == "skip":
-        return nn.Identity()
-    if b.kind == "conv":
-        return ConvBnAct(layer.in_shape[2], layer.out_shape[2], b.kernel, b.stride, layer.in_shape[:2], b.activation,
-                         residual=layer.has_residual)
-    if b.kind == "dsconv":
-        return DSConv(layer, se_style)
-    if b.kind == "mbconv":
-        return MBConv(layer, se_style)
-    if b.kind == "fused_mbconv":
-        return FusedMBConv(layer, se_style)
-    raise ValueError(f"unknown block kind {b.kind}")  # unreachable: BlockSpec validates kinds
+    """The module of one resolved block layer (not the classifier): the class its kind registers in
+    :mod:`hwnas.ops`."""
+    from hwnas.ops import torch_class
+
+    return torch_class(layer.block.kind)(layer, se_style)
