@@ -70,3 +70,16 @@ def test_search_refuses_nonsense_sizes_before_any_run_folder(tmp_path, args, exp
     msg = one_line_error(hwnas("search", "--target", "pixel", "--data", "digits", "--out", str(out), *args))
     assert expected in msg
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["search", "--target", "host"], ["predict", "mobilenetv2", "--target", "pixel1"],
+                                  ["profile", "--device", "host"], ["scale", "mobilenetv2", "--phi", "1"],
+                                  ["show", "mobilenetv2"], ["table", "check", "--device", "pixel1"]])
+def test_width_zero_names_the_width_option(args, tmp_path):
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+
+    res = CliRunner().invoke(main, [*args, "--width", "0"])
+    assert res.exit_code == 2 and "'--width'" in res.output and "width_multiplier" not in res.output, res.output
+    assert not list(tmp_path.iterdir())

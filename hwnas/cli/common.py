@@ -32,11 +32,15 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     console.print(table)
 
 
+#: ``--width``: a width multiplier must be positive (checked by click, so the error names ``--width``).
+WIDTH = click.FloatRange(min=0, min_open=True)
+
+
 def arch_argument(func):
     """The ``ARCH`` argument (YAML path, compact string or zoo name) with --width/--resolution."""
     func = click.option("--resolution", type=int, default=None,
                         help="Input resolution (pixels) instead of the architecture's.")(func)
-    func = click.option("--width", type=float, default=None,
+    func = click.option("--width", type=WIDTH, default=None,
                         help="Width multiplier (MobileNet depth multiplier) instead of the architecture's.")(func)
     func = click.argument("arch")(func)
     return func

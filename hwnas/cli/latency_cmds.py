@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import arch_argument, print_json, print_table, strict_option
+from hwnas.cli.common import WIDTH, arch_argument, print_json, print_table, strict_option
 
 
 @main.command("devices")
@@ -74,7 +74,7 @@ def devices_cmd(as_json: bool) -> None:
               help="Search space, taken literally as by hwnas search [default: mobilenetv2].")
 @click.option("--resolution", type=int, default=None, help="Input resolution [default: 32, as hwnas search; "
                                                             "with --arch: the architecture's].")
-@click.option("--width", type=float, default=None, help="Width multiplier [default: 0.5, as hwnas search; with "
+@click.option("--width", type=WIDTH, default=None, help="Width multiplier [default: 0.5, as hwnas search; with "
                                                          "--arch: the architecture's].")
 @click.option("--data", default=None, help="Take input channels and classes from this data set, as hwnas search "
                                            "does [default: mnist5k].")

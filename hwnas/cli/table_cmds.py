@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import print_json
+from hwnas.cli.common import WIDTH, print_json
 from hwnas.cli.latency_cmds import table_group
 
 
@@ -12,7 +12,7 @@ from hwnas.cli.latency_cmds import table_group
 @click.option("--device", required=True, help="Device name or alias with a runner (host, or a phone over adb).")
 @click.option("--space", default=None, help="Space of the table to check (default: the device's only measured one).")
 @click.option("--resolution", type=int, default=None, help="Resolution of the table (default: its only one).")
-@click.option("--width", type=float, default=None,
+@click.option("--width", type=WIDTH, default=None,
               help="Width multiplier of the space, as the search used it [default: 1, or the run's].")
 @click.option("--in-channels", "in_channels", type=int, default=None,
               help="Input channels of the space, as the search used them [default: 3, or the run's].")
