@@ -242,3 +242,35 @@ def test_profile_output_has_no_litert_chatter(tmp_path):
     assert "XNNPACK" not in text and "oneDNN" not in text, text
     log = tmp_path / "host.yaml.log"
     assert "XNNPACK delegate" in log.read_text() and f"TensorFlow/LiteRT log: {log}" in proc.stdout
+
+
+def test_edgetpu_prerequisites_are_checked_before_profiling_is_announced(monkeypatch, tmp_path):
+    import shutil
+
+    from hwnas.errors import ConfigError
+    from hwnas.latency.devices import get_device
+    from hwnas.profile.run import ensure_keys, space_request
+
+    if shutil.which("edgetpu_compiler"):
+        pytest.skip("edgetpu_compiler is installed here")
+    said = []
+    dev = get_device("edgetpu")
+    request = space_request(get_space("mobilenetv2", resolution=32), reference=False)
+    with pytest.raises(ConfigError, match="needs edgetpu_compiler on PATH.*nothing was measured"):
+        ensure_keys(dev, request, command="hwnas profile ...", say=said.append)
+    assert said == []  # no "measuring them first (...)" before the refusal
+    with pytest.raises(ConfigError, match="edgetpu_compiler"):
+        profile("edgetpu", "mobilenetv2", 32, out=tmp_path / "t.yaml", limit=1, progress=False)
+    assert not list(tmp_path.iterdir())  # no journal, no table
+
+
+def test_time_estimate_comes_from_measured_ops():
+    from hwnas.profile.run import TimeEstimate
+
+    eta = TimeEstimate(total=10, first=4)
+    # op 1 ends at 20 s (imports), then 2 s per op: the estimate uses ops 2-4 only
+    assert [eta.tick(t) for t in (20.0, 22.0, 24.0)] == [None, None, None]
+    msg = eta.tick(26.0)
+    assert msg == "measured 4 of 10 ops; at 2.0 s per op (ops 2-4) the remaining 6 take about 0.2 min"
+    assert eta.tick(28.0) is None  # said once
+    assert TimeEstimate(total=3).tick(1.0) is None  # nothing left to estimate

@@ -485,15 +485,58 @@ def run_request(run: str | Path, device=None) -> KeyRequest:
     return space_request(sp, reference=cfg.get("latency_ms") is None)
 
 
-# A rough guide only, for the message before profiling (never reported as a figure): building,
-# converting and timing one op took about 4 s on the project's 2-core x86 machine (75 ops in 4.8 min,
-# latency_tables/host-mobilenetv2-224.yaml's notes), at the host's 5 warm-up + 30 timed runs.
-ROUGH_SECONDS_PER_OP = 4.0
+class TimeEstimate:
+    """The remaining time of a profile, from the ops measured so far: after ``first`` ops, the mean
+    time per op of ops 2..``first`` (the first op also pays for importing TensorFlow and warming the
+    runtime) times the ops left. No figure is given before anything was measured.
+
+    Call :meth:`tick` after each op (``now``: ``time.perf_counter()``); it returns the message once.
+    """
+
+    def __init__(self, total: int, first: int = 4):
+        self.total, self.first = total, first
+        self.times: list[float] = []
+        self.done = 0
+        self.said = False
+
+    def tick(self, now: float) -> str | None:
+        self.done += 1
+        self.times.append(now)
+        if self.said or self.done < self.first or self.done >= self.total or len(self.times) < 2:
+            return None
+        self.said = True
+        per_op = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+        left = self.total - self.done
+        return (f"measured {self.done} of {self.total} ops; at {per_op:.1f} s per op (ops 2-{self.done}) the "
+                f"remaining {left} take about {left * per_op / 60:.1f} min")
 
 
-def rough_seconds(device: Device, n_keys: int) -> float:
-    """Rough wall time to profile ``n_keys`` ops on ``device`` (see ``ROUGH_SECONDS_PER_OP``)."""
-    return n_keys * ROUGH_SECONDS_PER_OP * max(1.0, (device.warmup + device.repeats) / 35)
+def preflight(device: Device) -> None:
+    """Check what measuring on ``device`` needs before anything is announced or built: the Edge TPU's
+    ``edgetpu_compiler`` (builder) and ``libedgetpu`` (runner), and the backend's Python package (a
+    missing extra raises ``ModuleNotFoundError``, which the CLI turns into its one-line ``pip install``).
+
+    Raises:
+        ConfigError: naming the missing tool.
+    """
+    import shutil
+
+    if device.backend == "tflite":
+        import ai_edge_litert.interpreter  # noqa: F401 - the [tflite] extra
+    else:
+        import tvm  # noqa: F401 - the [tvm] extra
+    if device.delegate == "edgetpu":
+        if shutil.which("edgetpu_compiler") is None:
+            raise ConfigError("device '%s' needs edgetpu_compiler on PATH (coral.ai/docs/edgetpu/compiler) to build "
+                              "its ops; nothing was measured" % device.name)
+        if device.transport.kind == "local":
+            from ai_edge_litert.interpreter import load_delegate
+
+            try:
+                load_delegate("libedgetpu.so.1")
+            except (ValueError, OSError) as err:
+                raise ConfigError(f"device '{device.name}': cannot load libedgetpu.so.1 ({err}); nothing was "
+                                  "measured") from None
 
 
 def has_local_runner(device: Device) -> bool:
@@ -535,10 +578,18 @@ def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_prof
         why = why_not if has_local_runner(device) else \
             f"'{device.name}' has no local runner ({device.transport.kind}): profile it by hand"
         raise store.missing_error(missing, what=f"{what} ({why})", command=command)
+    preflight(device)  # a missing compiler/delegate is said before any announcement or build
     say(f"{len(missing)} of the {len(request.keys)} op keys of {what} are not in {device.name}'s latency tables; "
-        f"measuring them first (roughly {rough_seconds(device, len(missing)) / 60:.1f} min; --no-profile "
-        f"refuses). Same as: {command}")
-    res = profile(device, request=request, keys=missing, store=store, progress=progress)
+        f"measuring them first (the time left is estimated after the first ops; --no-profile refuses). "
+        f"Same as: {command}")
+    eta = TimeEstimate(len(missing))
+
+    def on_measured(key, m):
+        msg = eta.tick(time.perf_counter())
+        if msg:
+            say(msg)
+
+    res = profile(device, request=request, keys=missing, store=store, progress=progress, on_measured=on_measured)
     say(f"wrote {res.path}: {len(res.measured)} op(s) measured in {res.seconds:.0f} s")
     return res
 
@@ -632,6 +683,8 @@ def profile(device: str | Device, space: str | None = None, resolution: int | No
     journal_path = out.with_name(out.name + ".journal.jsonl")
     if existing is not None and _journal_spent(journal_path, existing):
         journal_path.unlink()  # every record already made it into `out`: a new profile, not a resume
+    if runner is None and builder is None:
+        preflight(dev)  # the compiler/delegate/backend it needs, before the journal or any build
     runner = runner or make_runner(dev, transport)
     builder = builder or make_builder(dev)
     journal = Journal(journal_path,
@@ -795,5 +848,5 @@ def _environment(dev: Device, runner) -> dict[str, Any]:
 __all__ = ["Artifact", "Measurement", "summarize", "Builder", "Runner", "TFLiteOpBuilder", "make_builder",
            "make_runner", "Journal", "ProfileResult", "profile", "default_out", "measure_key", "recheck",
            "journal_environment", "MeasurementError", "KeyRequest", "space_request", "arch_request", "run_request",
-           "search_space_of", "space_label", "rough_seconds", "has_local_runner", "profile_command", "ensure_keys",
+           "search_space_of", "space_label", "TimeEstimate", "preflight", "has_local_runner", "profile_command", "ensure_keys",
            "measurable", "measure_model", "measurement_report"]
