@@ -580,8 +580,10 @@ def fit_calibration(table: LatencyTable, points: Sequence[tuple[str, ArchSpec, f
 class LayerLatencyTable:
     """Per searchable layer (``space.slots`` order) the calibrated latency (ms) of each candidate
     (decision order; ``skip`` = 0), and ``fixed_ms`` = stem + fixed blocks + head + classifier +
-    calibration offset, so that ``fixed_ms + Σ_i per_layer[i][choice_i]`` equals
-    ``predictor.predict(space.decode(choices)).latency_ms``."""
+    calibration offset (or a learned correction's constant), so that ``fixed_ms + Σ_i per_layer[i][choice_i]``
+    equals ``predictor.predict(space.decode(choices)).latency_ms``. Exact whenever every member takes the
+    same offset: one calibrated table, a key store whose members are mostly priced by one calibrated
+    table, or a correction (additive per op); the offset is that of the space's first member."""
 
     fixed_ms: float
     per_layer: list[list[float]]
