@@ -5,8 +5,8 @@ run's table and members file), pools the measured networks of every run (one dev
 fits :func:`hwnas.latency.correction.fit_correction` on a random share of them and prints one JSON
 object: per space, the raw per-op sum and the correction on the **held-out** networks (share within
 ±10 %, RMSPE, Spearman ρ, Kendall τ), the in-sample figures separately, the coefficients, and the zoo
-networks of the runs (``--zoo`` in predictor_fidelity) priced by the correction from their per-op sum
-(``--grouping total`` only: the zoo runs keep the per-op sum, not the per-op terms).
+networks of the runs (``--zoo`` in predictor_fidelity) priced by the correction from their own op table
+(or, for runs that kept only the per-op sum, from that sum: ``--grouping total`` only).
 
 Each run's networks are priced from that run's own table (the one its per-op sums came from).
 
@@ -64,12 +64,16 @@ def main(argv: list[str] | None = None) -> dict:
     for rep in reports:
         for name, z in (rep.get("zoo") or {}).items():
             arch = zoo_arch(name).with_resolution(rep["resolution"])
-            if args.grouping != "total":
-                zoo[name] = {**z, "corrected_ms": None, "note": "per-op terms not kept: --grouping total only"}
+            if z.get("table"):  # the zoo net's own op table (predictor_fidelity.py keeps it since 2026-12-02)
+                zp = Predictor(device, LatencyTable.load(z["table"]), calibrated=False)
+                corrected = corr.predict_raw([(k, zp._price(k)[0]) for _, k in arch_op_keys(arch)])
+            elif args.grouping == "total":  # from the per-op sum: Σ scale·raw = scale·Σ raw
+                keys = [k for _, k in arch_op_keys(arch) if k.kind != "skip"]
+                corrected = (corr.intercept_ms + corr.coef["all"] * z["per_op_sum_ms"] + corr.per_op_ms * len(keys)
+                             + corr.per_mparam_ms * sum(k.cost()[0] for k in keys) / 1e6)
+            else:
+                zoo[name] = {**z, "corrected_ms": None, "note": "no per-op table kept: --grouping total only"}
                 continue
-            keys = [k for _, k in arch_op_keys(arch) if k.kind != "skip"]
-            corrected = (corr.intercept_ms + corr.coef["all"] * z["per_op_sum_ms"] + corr.per_op_ms * len(keys)
-                         + corr.per_mparam_ms * sum(k.cost()[0] for k in keys) / 1e6)
             zoo[name] = {**z, "resolution": rep["resolution"], "corrected_ms": round(corrected, 4),
                          "corrected_error_pct": round(100 * (corrected - z["measured_ms"]) / z["measured_ms"], 2)}
 

@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
                                    for s, k in zkeys.items() if k.kind != "skip"})
             e2e = runner.measure(builder.build_arch(arch)).median_ms
             psum = Predictor(device, ztable).predict(arch).latency_ms
-            zoo[name] = {"measured_ms": e2e, "per_op_sum_ms": psum, "error_pct": round(100 * (psum - e2e) / e2e, 2)}
+            zpath = ztable.save(out.with_name(f"{out.stem}.zoo-{name}.yaml"))
+            zoo[name] = {"measured_ms": e2e, "per_op_sum_ms": psum, "error_pct": round(100 * (psum - e2e) / e2e, 2),
+                         "table": str(zpath)}
 
     correction = None
     if args.fit_correction and len(measured) >= 10:
