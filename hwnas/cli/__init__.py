@@ -63,7 +63,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for module in ("arch_cmds", "export_cmds", "latency_cmds", "search_cmds", "table_cmds"):
+    for module in ("arch_cmds", "export_cmds", "latency_cmds", "search_cmds", "table_cmds", "ofa_cmds"):
         try:
             importlib.import_module(f"hwnas.cli.{module}")
         except ModuleNotFoundError as err:
