@@ -31,6 +31,7 @@ import numpy as np
 
 from hwnas.arch import ArchSpec, Layer
 from hwnas.errors import ExportError
+from hwnas.ops import op_kind
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -149,42 +150,32 @@ class _Builder:
         """One resolved :class:`Layer` (not the classifier) applied to the NHWC tensor ``x``."""
         b = layer.block
         cout = layer.out_shape[2]
-        if b.kind == "skip":
+        kind = op_kind(b.kind)  # its parts (hwnas.ops), named as the PyTorch module's (hwnas.nn.blocks)
+        if kind.kxk is None:  # skip
             return x
         inp = x
-        if b.kind == "conv":
+
+        def part(name: str):
+            return getattr(tm, name) if tm is not None else None
+
+        if not kind.project:  # plain conv
             y = self.conv_bn(x, prefix, cout, b.kernel, b.stride, b.activation, tm=tm)
-        elif b.kind == "dsconv":
-            y = self.dw_bn(x, f"{prefix}_depthwise", b.kernel, b.stride, b.activation,
-                           tm=tm.depthwise if tm is not None else None)
-            se = layer.se_channels(self.se_style)
-            if se:
-                y = self.se(y, f"{prefix}_se", layer.in_shape[2], se, b.activation,
-                            tm=tm.se if tm is not None else None)
-            y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, tm=tm.project if tm is not None else None)
-        elif b.kind == "mbconv":
+        else:
             mid = layer.mid_channels
-            y = self.conv_bn(x, f"{prefix}_expand", mid, 1, 1, b.activation, groups=b.groups,
-                             tm=tm.expand if tm is not None else None)
-            if b.groups > 1:
-                y = self.shuffle(y, f"{prefix}_shuffle", b.groups)
-            y = self.dw_bn(y, f"{prefix}_depthwise", b.kernel, b.stride, b.activation,
-                           tm=tm.depthwise if tm is not None else None)
+            g = b.groups if kind.grouped else 1
+            y = x
+            if kind.expand_1x1:
+                y = self.conv_bn(y, f"{prefix}_expand", mid, 1, 1, b.activation, groups=g, tm=part("expand"))
+                if g > 1:
+                    y = self.shuffle(y, f"{prefix}_shuffle", g)
+            elif kind.kxk == "full":
+                y = self.conv_bn(y, f"{prefix}_expand", mid, b.kernel, b.stride, b.activation, tm=part("expand"))
+            if kind.kxk == "depthwise":
+                y = self.dw_bn(y, f"{prefix}_depthwise", b.kernel, b.stride, b.activation, tm=part("depthwise"))
             se = layer.se_channels(self.se_style)
             if se:
-                y = self.se(y, f"{prefix}_se", mid, se, b.activation, tm=tm.se if tm is not None else None)
-            y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, groups=b.groups,
-                             tm=tm.project if tm is not None else None)
-        elif b.kind == "fused_mbconv":
-            mid = layer.mid_channels
-            y = self.conv_bn(x, f"{prefix}_expand", mid, b.kernel, b.stride, b.activation,
-                             tm=tm.expand if tm is not None else None)
-            se = layer.se_channels(self.se_style)
-            if se:
-                y = self.se(y, f"{prefix}_se", mid, se, b.activation, tm=tm.se if tm is not None else None)
-            y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, tm=tm.project if tm is not None else None)
-        else:  # pragma: no cover - BlockSpec validates kinds
-            raise ExportError(f"no Keras lowering for block kind '{b.kind}'")
+                y = self.se(y, f"{prefix}_se", mid, se, b.activation, tm=part("se"))
+            y = self.conv_bn(y, f"{prefix}_project", cout, 1, 1, None, groups=g, tm=part("project"))
         if layer.has_residual:
             y = self.k.layers.Add(name=f"{prefix}_add")([inp, y])
         return y

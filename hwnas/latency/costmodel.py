@@ -62,6 +62,7 @@ from hwnas.arch import ArchSpec
 from hwnas.errors import ConfigError
 from hwnas.latency.sources import SourceRow, mobilenetv2_rows
 from hwnas.opkey import OpKey, arch_op_keys
+from hwnas.ops import op_kind
 
 # Register-tile sizes of the float32 NEON micro-kernels: a GEMM computes output pixels in blocks of
 # TILE_M and output channels in blocks of TILE_N, a depthwise conv channels in blocks of TILE_C; a
@@ -122,7 +123,8 @@ def kernels(key: OpKey) -> list[KernelCost]:
     oh, ow, cout = key.output_shape
     separate_act = block.activation in ("hswish", "swish")
     out: list[KernelCost] = []
-    if block.kind == "conv":
+    kind = op_kind(block.kind)  # its parts (hwnas.ops)
+    if not kind.project:  # plain conv
         k = block.kernel
         m = oh * ow
         if k == 1 and block.stride == 1:
@@ -136,15 +138,15 @@ def kernels(key: OpKey) -> list[KernelCost]:
         return out
     layer = key.layer()
     mid = layer.mid_channels
-    g = block.groups
-    if block.kind == "mbconv":
+    g = block.groups if kind.grouped else 1
+    if kind.expand_1x1:
         out.append(_gemm("expand", h * w, cin // g, mid, cin * mid // g + mid, in_elems=h * w * cin))
         if separate_act:
             out.append(_elem("expand_act", h * w * mid, h * w * mid))
         if g > 1:
             out.append(_elem("shuffle", h * w * mid, h * w * mid))
     kk = block.kernel * block.kernel
-    if block.kind == "fused_mbconv":  # k×k full conv (im2col GEMM) instead of 1×1 expand + depthwise
+    if kind.kxk == "full":  # fused-MBConv: k×k full conv (im2col GEMM) instead of 1×1 expand + depthwise
         patches = oh * ow * kk * cin
         out.append(_gemm(f"expand{block.kernel}x{block.kernel}", oh * ow, kk * cin, mid, kk * cin * mid + mid,
                          extra_bytes=2 * BYTES * patches, in_elems=h * w * cin))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwnas.arch import ArchSpec, Layer
+from hwnas.ops import op_kind
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,25 @@ def layer_cost(layer: Layer, se_style: str, *, num_classes: int | None = None,
             macs += c * prelogits_channels
             c = prelogits_channels
         return params + c * classes + classes, macs + c * classes
-    if b.kind == "skip":
+    kind = op_kind(b.kind)  # its parts (hwnas.ops)
+    if kind.kxk is None:  # skip
         return 0, 0
-    if b.kind == "conv":
+    if not kind.project:  # plain conv
         return _conv(oh, ow, cin, cout, b.kernel)
     parts = []
     mid = layer.mid_channels
-    if b.kind == "fused_mbconv":
+    g = b.groups if kind.grouped else 1
+    if kind.expand_1x1:
+        parts.append(_conv(h, w, cin, mid, 1, g))
+    if kind.kxk == "full":
         parts.append(_conv(oh, ow, cin, mid, b.kernel))
     else:
-        if b.kind == "mbconv":
-            parts.append(_conv(h, w, cin, mid, 1, b.groups))
         parts.append(_conv(oh, ow, mid, mid, b.kernel, groups=mid))
     se = layer.se_channels(se_style)
     if se:
         parts.append((mid * se + se, mid * se))
         parts.append((se * mid + mid, se * mid))
-    parts.append(_conv(oh, ow, mid, cout, 1, b.groups if b.kind == "mbconv" else 1))
+    parts.append(_conv(oh, ow, mid, cout, 1, g))
     return sum(p for p, _ in parts), sum(m for _, m in parts)
 
 

@@ -493,24 +493,23 @@ class DSSuperkernel(Superkernel):
         _copy_bn(block.depthwise.bn, self.bn1, mid)
 
 
-#: superkernel class per block kind, in order of preference when a layer offers several kinds
-SUPERKERNELS: dict[str, type[Superkernel]] = {"mbconv": Superkernel, "fused_mbconv": FusedSuperkernel,
-                                              "dsconv": DSSuperkernel}
-
-
 def make_superkernel(layers: Sequence[Layer], se_style: str = "efficientnet") -> Superkernel:
-    """The superkernel of one searchable layer, for the first kind of :data:`SUPERKERNELS` among its
-    ungrouped candidates (MnasNet's layers offer conv, ds and MBConv: the MBConv ones are searched).
+    """The superkernel of one searchable layer: the :attr:`hwnas.ops.OpKind.superkernel` of the first
+    kind of the op vocabulary (:data:`hwnas.ops.OP_KINDS` order) among its ungrouped candidates
+    (MnasNet's layers offer conv, ds and MBConv: the MBConv ones are searched).
 
     Raises:
         SearchError: no candidate of a kind a superkernel holds (e.g. only plain convs).
     """
+    from hwnas.ops import OP_KINDS, superkernel_class
+
     kinds = {lay.block.kind for lay in layers if lay.block.groups == 1}
-    for kind, cls in SUPERKERNELS.items():
-        if kind in kinds:
-            return cls(layers, se_style)
+    for kind in OP_KINDS:
+        if kind.superkernel and kind.name in kinds:
+            return superkernel_class(kind.name)(layers, se_style)
+    held = ", ".join(k.name for k in OP_KINDS if k.superkernel)
     raise SearchError(f"singlepath: layer '{layers[0].name}' has no candidate a superkernel holds "
-                      f"({', '.join(SUPERKERNELS)}); use --method fbnet or proxyless")
+                      f"({held}); use --method fbnet or proxyless")
 
 
 class _SharedPath(nn.Module):
@@ -956,4 +955,4 @@ class Supernet(nn.Module):
         return f"mode={self.mode}, space={self.space.name}, layers={self.num_layers}"
 
 
-__all__ = ["Supernet", "Superkernel", "FusedSuperkernel", "DSSuperkernel", "SUPERKERNELS", "make_superkernel", "MODES", "indicator", "host_probs"]
+__all__ = ["Supernet", "Superkernel", "FusedSuperkernel", "DSSuperkernel", "make_superkernel", "MODES", "indicator", "host_probs"]
