@@ -75,7 +75,7 @@ class HwnasWarning(UserWarning):
 #: Top-level module → the ``hwnas`` extra that installs it (pyproject.toml's optional dependencies).
 EXTRAS = {"tensorflow": "tflite", "keras": "tflite", "ai_edge_litert": "tflite", "onnx": "onnx",
           "onnxruntime": "onnx", "onnxscript": "onnx", "tvm": "tvm", "tvm_ffi": "tvm", "mlxtend": "data",
-          "sklearn": "data"}
+          "sklearn": "data", "pymoo": "search"}
 
 
 def missing_extra(err: ModuleNotFoundError) -> str | None:

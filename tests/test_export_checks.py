@@ -130,7 +130,7 @@ def test_float16_gate_fails_over_its_tolerance(tmp_path, trained_run):
     args = ["export", root / "arch.yaml", "--weights", root / "model.pt", "--quantize", "float16",
             "--eval-data", "digits", "-o", tmp_path / "h.tflite"]
     code, text = run(*args)
-    assert code == 0 and "limit 0.01" in text, text
+    assert code == 0 and "(0.01 x logit scale" in text, text
     code, text = run(*args, "--float16-tolerance", "1e-9")
     assert code == 2 and "tflite parity failed" in text, text
 
@@ -208,3 +208,17 @@ def test_int8_parity_row_is_labelled(tmp_path, trained_run):
            "search_seconds": 1, "final_train_seconds": 1, "total_seconds": 2}
     rows = dict(summary_rows({**res, "measured_latency_ms": None}))
     assert "test accuracy (.tflite int8)" in rows
+
+
+def test_float32_parity_gate_is_relative_to_the_logit_scale():
+    """Round-off in the logits grows with their magnitude; softmax moves by at most half the logit error."""
+    z = np.array([[0.0, 10.0, -10.0], [1.0, 0.5, -0.5]], np.float32)
+    ref = checks.softmax(z)
+    assert checks.logit_scale(ref) == pytest.approx(10.0, rel=1e-4)
+    assert checks.logit_scale(checks.softmax(z * 0.01)) == 1.0  # small logits: the absolute limit
+    bumped = checks.softmax(z * (1 + 2e-3))  # a relative logit error of 2e-3 (float32 round-off is ~1e-7)
+    rep = checks.parity("tflite", ref, bumped, 1e-4)
+    assert 1e-4 < rep.max_abs_diff < rep.limit == pytest.approx(1e-3, rel=1e-4) and rep.ok
+    wrong = ref.copy()
+    wrong[:, [0, 1]] = wrong[:, [1, 0]]  # a real bug (swapped outputs) stays far over the limit
+    assert not checks.parity("tflite", ref, wrong, 1e-4).ok

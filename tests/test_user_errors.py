@@ -83,3 +83,18 @@ def test_width_zero_names_the_width_option(args, tmp_path):
     res = CliRunner().invoke(main, [*args, "--width", "0"])
     assert res.exit_code == 2 and "'--width'" in res.output and "width_multiplier" not in res.output, res.output
     assert not list(tmp_path.iterdir())
+
+
+def test_every_extra_has_its_one_line_hint():
+    """Each optional extra of pyproject.toml is named by the CLI's one-line hint for one of its modules."""
+    import re
+    from pathlib import Path
+
+    from hwnas.errors import EXTRAS, missing_extra
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    block = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    extras = {m.group(1) for m in re.finditer(r"^(\w+)\s*=", block, re.M)} - {"all", "dev"}
+    assert extras <= set(EXTRAS.values()), extras - set(EXTRAS.values())
+    err = ModuleNotFoundError("No module named 'pymoo'", name="pymoo")
+    assert missing_extra(err) == "this command needs the 'pymoo' module: pip install 'hwnas[search]'"

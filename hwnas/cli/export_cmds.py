@@ -50,9 +50,10 @@ from hwnas.cli.common import arch_argument, fmt_millions, print_json, print_tabl
 @click.option("--lint", type=click.Choice(["error", "warn"]), default="error", show_default=True,
               help="What unexpected TRANSPOSE/RESHAPE/PAD/DEQUANTIZE ops in a .tflite do.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,
-              help="Max abs diff of softmax outputs vs PyTorch for float32 artifacts.")
+              help="Max abs diff of softmax outputs vs PyTorch for float32 artifacts, per unit of logit scale "
+                   "(the largest |logit - mean logit| of the reference, at least 1).")
 @click.option("--float16-tolerance", type=float, default=1e-2, show_default=True,
-              help="Max abs diff of softmax outputs vs PyTorch for float16 .tflite.")
+              help="Max abs diff of softmax outputs vs PyTorch for float16 .tflite, per unit of logit scale.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="Artifact to write.")
 def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, calib_samples, int8_io, eval_data,
@@ -105,7 +106,8 @@ def export_cmd(arch, width, resolution, weights, fmt, quantize, calib_data, cali
             click.echo(f"QAT {res.qat['epochs']} epoch(s): float top-1 {a:.4f} -> {b:.4f} (fake-quantized weights)")
     if res.parity:
         p = res.parity
-        tol = "" if p["tolerance"] is None else f", limit {p['tolerance']:g}"
+        tol = "" if p["tolerance"] is None else \
+            f", limit {p['limit']:.3g} ({p['tolerance']:g} x logit scale {p['logit_scale']:.2f})"
         acc = "" if p.get("accuracy") is None else (f"; top-1 PyTorch {p['torch_accuracy']:.4f}, "
                                                      f"{p['backend']} {p['accuracy']:.4f}")
         label = f"{res.quantize} {p['backend']}" if res.quantize else p["backend"]

@@ -473,7 +473,11 @@ class Gates:
     """Pass/fail thresholds of the export checks (every format has one).
 
     Attributes:
-        float32_tolerance: max abs diff of softmax outputs vs PyTorch, float32 artifacts.
+        float32_tolerance: max abs diff of softmax outputs vs PyTorch, float32 artifacts, per unit of the
+            reference's logit scale (:func:`logit_scale`): float32 round-off in the logits grows with
+            their magnitude, and a logit error ``dz`` moves a softmax output by at most ``max|dz| / 2``
+            (the rows of softmax's Jacobian, ``p_i (delta_ij - p_j)``, sum to ``2 p_i (1 - p_i) <= 1/2``
+            in absolute value), so this bounds the relative logit error at ``2 * float32_tolerance``.
         float16_tolerance: the same for float16 weights (float32 compute): rounding the weights to 11
             significant bits moves trained-net softmax outputs by ~1e-3.
         min_int8_agreement: int8 top-1 must agree with the float model on at least this fraction of
@@ -502,15 +506,30 @@ class ParityReport:
     tolerance: float | None = None
     reference_accuracy: float | None = None
     accuracy: float | None = None
+    scale: float = 1.0  # the reference's logit scale (:func:`logit_scale`); the limit is tolerance * scale
+
+    @property
+    def limit(self) -> float | None:
+        return None if self.tolerance is None else self.tolerance * self.scale
 
     @property
     def ok(self) -> bool:
-        return self.tolerance is None or self.max_abs_diff <= self.tolerance
+        return self.tolerance is None or self.max_abs_diff <= self.limit
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "max_abs_diff": float(self.max_abs_diff),
                 "top1_agreement": float(self.top1_agreement), "samples": self.samples, "tolerance": self.tolerance,
-                "torch_accuracy": self.reference_accuracy, "accuracy": self.accuracy, "ok": self.ok}
+                "logit_scale": self.scale, "limit": self.limit, "torch_accuracy": self.reference_accuracy,
+                "accuracy": self.accuracy, "ok": self.ok}
+
+
+def logit_scale(probs: np.ndarray) -> float:
+    """The magnitude of the logits behind softmax outputs ``probs`` ``(N, classes)``: the largest
+    ``|z_j - mean(z)|`` over all images, recovered as ``log p - mean(log p)`` (softmax is invariant
+    to shifts of ``z``), at least 1. Probabilities are floored at float32's smallest normal number,
+    so an underflowed output gives a finite lower bound (~87)."""
+    logp = np.log(np.maximum(np.asarray(probs, np.float64), np.finfo(np.float32).tiny))
+    return max(1.0, float(np.abs(logp - logp.mean(axis=-1, keepdims=True)).max()))
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -519,14 +538,15 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 def parity(backend: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None,
            labels: np.ndarray | None = None) -> ParityReport:
-    """Compare two ``(N, classes)`` probability arrays (softmax outputs); ``labels`` add accuracies."""
+    """Compare two ``(N, classes)`` probability arrays (softmax outputs); ``labels`` add accuracies.
+    The gate is ``max abs diff <= tolerance * logit_scale(reference)`` (see :class:`Gates`)."""
     reference, candidate = np.asarray(reference, np.float32), np.asarray(candidate, np.float32)
     if reference.shape != candidate.shape:
         raise ExportError(f"{backend}: output shape {candidate.shape} differs from PyTorch's {reference.shape}")
     diff = float(np.abs(reference - candidate).max())
     agree = float((reference.argmax(-1) == candidate.argmax(-1)).mean())
     return ParityReport(backend, diff, agree, len(reference), tolerance, _accuracy(reference, labels),
-                        _accuracy(candidate, labels))
+                        _accuracy(candidate, labels), logit_scale(reference))
 
 
 def near_chance(accuracy: float, classes: int, samples: int) -> bool:
@@ -613,7 +633,8 @@ def check(report: ParityReport | QuantReport) -> None:
         return
     if isinstance(report, ParityReport):
         raise ExportError(f"{report.backend} parity failed: max abs diff {report.max_abs_diff:.3g} > "
-                          f"{report.tolerance:g} on {report.samples} images")
+                          f"{report.limit:.3g} (tolerance {report.tolerance:g} x logit scale {report.scale:.2f}) on "
+                          f"{report.samples} images")
     parts = []
     if not report.agreement_ok:
         parts.append(f"int8 top-1 agrees with float on {report.top1_agreement:.3f} of {report.samples} evaluation "

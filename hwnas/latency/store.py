@@ -34,13 +34,12 @@ its figure came from.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from hwnas.errors import MissingOpError
 from hwnas.latency.devices import Device, get_device
-from hwnas.latency.table import Calibration, Entry, LatencyTable, find_tables
+from hwnas.latency.table import Calibration, Entry, LatencyTable, find_tables, nearest_keys
 from hwnas.opkey import OpKey
 
 
@@ -185,11 +184,8 @@ class KeyStore:
         return out
 
     def nearest(self, key: OpKey | str, n: int = 3) -> list[str]:
-        """The ``n`` keys most similar to ``key``: same op kind first, then by string similarity."""
-        key = str(key)
-        kind = key.split("_", 1)[0]
-        same = [k for k in self._index if k.split("_", 1)[0] == kind] or list(self._index)
-        return difflib.get_close_matches(key, same, n=n, cutoff=0.0)
+        """The ``n`` keys of the store most similar to ``key`` (:func:`hwnas.latency.table.nearest_keys`)."""
+        return nearest_keys(key, self._index, n)
 
     @staticmethod
     def calibration_of(table: LatencyTable | None) -> Calibration | None:

@@ -139,6 +139,15 @@ class TableMeta(BaseModel):
         return self.provenance.startswith("estimated")
 
 
+def nearest_keys(key: OpKey | str, keys: Iterable[str], n: int = 3) -> list[str]:
+    """The ``n`` of ``keys`` most similar to ``key``: same op kind (the token before the first ``_``)
+    first, then by string similarity (``difflib``); all keys when none has the kind."""
+    key, keys = str(key), list(keys)
+    kind = key.split("_", 1)[0]
+    same = [k for k in keys if k.split("_", 1)[0] == kind] or keys
+    return difflib.get_close_matches(key, same, n=n, cutoff=0.0)
+
+
 class LatencyTable:
     """A device's per-op table. ``entries`` maps ``str(OpKey)`` to :class:`Entry`.
 
@@ -219,11 +228,8 @@ class LatencyTable:
         return entry
 
     def nearest(self, key: OpKey | str, n: int = 3) -> list[str]:
-        """The ``n`` keys most similar to ``key``: same op kind first, then by string similarity."""
-        key = str(key)
-        kind = key.split("_", 1)[0]
-        same = [k for k in self.entries if k.split("_", 1)[0] == kind] or list(self.entries)
-        return difflib.get_close_matches(key, same, n=n, cutoff=0.0)
+        """The ``n`` keys of this table most similar to ``key`` (:func:`nearest_keys`)."""
+        return nearest_keys(key, self.entries, n)
 
     # ------------------------------------------------------------------ checks
     def check(self, *, device: str | None = None, space: str | None = None, resolution: int | None = None,
@@ -624,7 +630,7 @@ def diff_tables(a: LatencyTable, b: LatencyTable) -> dict[str, Any]:
             "min_ratio": min(valid) if valid else None, "max_ratio": max(valid) if valid else None}
 
 
-__all__ = ["SCHEMA_VERSION", "Entry", "Calibration", "CalibrationPoint", "TableMeta", "LatencyTable", "find_tables",
+__all__ = ["SCHEMA_VERSION", "nearest_keys", "Entry", "Calibration", "CalibrationPoint", "TableMeta", "LatencyTable", "find_tables",
            "table_dirs", "user_table_dir", "table_filename", "diff_tables", "machine_info", "read_cpu_state",
            "now_iso", "TableEnvironmentWarning", "environment_mismatches", "check_environment", "installed_backend_version",
            "check_table_consistency", "TableCheck"]
