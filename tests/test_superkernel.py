@@ -39,6 +39,10 @@ CASES = {
               FusedSuperkernel, False),
     "fused_se_stride2": ([f"er_k{k}_e{e}_s2_c24_se0.25_sw" for k in (3, 5) for e in (2, 4)], "efficientnet",
                          FusedSuperkernel, True),
+    # MnasNet: every (kernel, expansion) with and without SE (and a no-skip duplicate, never selected)
+    "mbconv_se_decision_mnasnet": ([f"ir_k{k}_e{e}_s1_c16{se}_re" for k in (3, 5) for e in (3, 6)
+                                    for se in ("", "_se0.25")] + ["ir_k3_e3_s1_c16_re_noskip", "skip"],
+                                   "efficientnet", Superkernel, True),
     "ds_se": ([f"ds_k{k}_s1_c16_se0.25_sw" for k in (3, 5)] + ["skip"], "efficientnet", DSSuperkernel, True),
 }
 
@@ -69,15 +73,15 @@ def test_every_configuration_is_its_block(case):
     outs = {}
     for lay in layers:
         b = lay.block
-        if b.kind == "skip":
+        if b.kind == "skip" or not b.residual:
             continue
         kidx, groups = sk.kernels.index(b.kernel), sk.expansions.index(b.expansion) + 1
         block = build_layer(lay, se_style).eval()
         sk.load_into(block, b.kernel, groups - 1)
-        sk.forced = (kidx, groups)
+        sk.forced = (kidx, groups, int(b.se_ratio > 0))
         with torch.no_grad():
             masked = sk(x)
-            sliced = sk.run_path(x, kidx, groups)
+            sliced = sk.run_path(x, kidx, groups, int(b.se_ratio > 0))
             ref = block(x)
         sk.forced = None
         assert torch.allclose(masked, ref, atol=1e-5), (b.to_compact(), float((masked - ref).abs().max()))
@@ -87,7 +91,7 @@ def test_every_configuration_is_its_block(case):
     vals = list(outs.values())
     assert all(not torch.allclose(a, b) for i, a in enumerate(vals) for b in vals[i + 1:])
     if sk.has_skip:
-        sk.forced = (0, 0)
+        sk.forced = (0, 0, 0)
         assert torch.equal(sk(x), x) and torch.equal(sk.run_path(x, 0, 0), x)
 
 
@@ -99,7 +103,7 @@ def test_superkernel_without_its_se_is_another_function():
     sk = make_superkernel(layers, se_style).eval()
     _randomise(sk)
     x = torch.randn(2, 16, RES, RES)
-    sk.forced = (1, 2)
+    sk.forced = (1, 2, 1)
     with torch.no_grad():
         with_se = sk(x)
         se, sk.se = sk.se, None
@@ -159,3 +163,37 @@ def test_singlepath_on_meta_device_with_se_and_fused_layers(name):
     assert all(p.device.type == "meta" for p in net.probabilities())
     # a fixed path (the sliced run_path) runs there too
     assert net(x, tuple(0 for _ in space.slots)).device.type == "meta"
+
+
+def test_se_decision_of_a_mnasnet_layer():
+    """Where a layer offers every (kernel, expansion) with and without SE, SE is a threshold decision:
+    it starts on, turns off above the threshold, and its threshold gets the relaxed gradient."""
+    from hwnas.errors import SearchError
+
+    texts, se_style, _, _ = CASES["mbconv_se_decision_mnasnet"]
+    sk = make_superkernel(_layers(texts, se_style), se_style).train()
+    assert sk.se_choice and sk.t_se is not None and sk.selection() == (1, 2, 1)  # largest block, SE on
+    weights = sk.candidate_weights()
+    assert sorted(k for k, w in weights.items() if float(w.detach()) == 1.0) == [(1, 2, 1)]
+    assert {(1, 2, 0), (0, 1, 1), (0, 0, 0)} <= set(weights)
+    x = torch.randn(4, 16, RES, RES)
+    (sk(x).pow(2).mean() + weights[(1, 2, 1)]).backward()
+    assert sk.t_se.grad is not None and float(sk.t_se.grad.abs()) > 0
+    with torch.no_grad():
+        sk.t_se += 100.0
+    assert sk.selection() == (1, 2, 0)
+    # a layer offering SE for some (kernel, expansion) only is refused
+    with pytest.raises(SearchError, match="disagree on squeeze-excite"):
+        make_superkernel(_layers(["ir_k3_e3_s1_c16_re", "ir_k3_e3_s1_c16_se0.25_re", "ir_k5_e3_s1_c16_re"],
+                                 "efficientnet"))
+
+
+def test_singlepath_on_mnasnet_derives_se_members():
+    from hwnas.search.pipeline import make_space
+
+    space = make_space("mnasnet-cifar", resolution=16, num_classes=10, in_channels=1, width=0.25).relaxed()
+    net = Supernet(space, "singlepath")
+    assert sum(m.t_se is not None for m in net.layers_) == len(net.layers_)
+    arch = space.decode(net.derive())  # starts at the largest block with SE everywhere
+    assert all(b.se_ratio > 0 for stage in arch.stages for b in stage if b.kind == "mbconv")
+    assert len(net.arch_parameters()) == 3 * len(net.layers_)

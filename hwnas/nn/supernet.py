@@ -39,8 +39,9 @@ and, per searchable layer, the candidates in one of four forms (``mode``):
     :class:`FusedSuperkernel` (kernel rings and expansion groups of the full k×k conv), ``ds``
     layers a :class:`DSSuperkernel` (kernel only); depth is the skip decision of each optional
     layer of the layer-wise and relaxed stage-wise spaces. MnasNet's layers offer conv, ds and
-    MBConv with and without SE and identity skip: the superkernel holds the first MBConv per
-    (kernel, expansion) — without SE, with the skip — and the other variants are never selected.
+    MBConv with and without SE and identity skip: the superkernel holds the MBConv candidates,
+    with SE on/off as a threshold decision, and the first identity-skip setting per (kernel,
+    expansion, SE); conv, ds and the no-skip duplicates are never selected.
 ``spos`` — Guo et al. 2020 (Single Path One-Shot): uniform single-path sampling; ``forward(x)``
     in training samples one candidate per layer uniformly, ``forward(x, choices)`` runs exactly
     that path. It has no architecture parameters; the RL/evolution/random searchers use it as a
@@ -143,15 +144,20 @@ class Superkernel(nn.Module):
     reads the selected mid channels (the masked ones are 0, so the full conv equals the sliced
     one) and its hidden units are masked to the selected expansion's squeeze width
     (``Layer.se_channels``: constant for the ``efficientnet`` style, ``make_divisible(mid/4, 8)`` for
-    ``mobilenetv3``). SE is a fixed part of the candidate, not a decision: the thresholds stay the
-    paper's (kernel rings and channel groups of the searchable k×k weight), and a layer whose
-    first candidates per (kernel, expansion) disagree on SE is refused.
+    ``mobilenetv3``). Where the space fixes SE per stage it is a fixed part of the candidate and the
+    thresholds stay the paper's (kernel rings and channel groups of the searchable k×k weight).
+    Where every (kernel, expansion) is offered with and without SE (MnasNet), SE is one more
+    threshold decision in the paper's form: SE is used while ``log mean(w_squeeze²) > t_se``
+    (hard in the forward pass, sigmoid-relaxed gradient; the block output is
+    ``y · (1 + 1_se · (gate − 1))``), starting on. A layer whose candidates offer SE for some
+    (kernel, expansion) only is refused.
 
     Args:
         layers: the resolved candidate layers of the slot. Candidates of the superkernel's kind
-            (``kind``) with ``groups == 1`` shape it; per (kernel, expansion) the first one is the
-            candidate the superkernel stands for (later duplicates, other kinds and grouped convs are
-            never selected); ``skip`` enables the skip decision.
+            (``kind``) with ``groups == 1`` shape it; per (kernel, expansion, SE) the first one is the
+            candidate the superkernel stands for (later duplicates such as MnasNet's no-skip
+            variants, other kinds and grouped convs are never selected); ``skip`` enables the skip
+            decision.
         se_style: the architecture's SE style (``efficientnet`` | ``mobilenetv3``,
             :attr:`hwnas.arch.ArchSpec.se_style`).
 
@@ -167,20 +173,25 @@ class Superkernel(nn.Module):
         convs = [lay for lay in layers if lay.block.kind == self.kind and lay.block.groups == 1]
         if not convs:
             raise SearchError(f"singlepath: a layer has no ungrouped {self.kind} candidate to build a superkernel from")
-        reps: dict[tuple[int, float], Layer] = {}
+        reps: dict[tuple[int, float, bool], Layer] = {}  # first candidate per (kernel, expansion, SE)
         for lay in convs:
-            reps.setdefault((lay.block.kernel, lay.block.expansion), lay)
+            reps.setdefault((lay.block.kernel, lay.block.expansion, lay.block.se_ratio > 0), lay)
         ref = convs[0]
-        ratios = {lay.block.se_ratio for lay in reps.values()}
-        if len(ratios) > 1:
+        ratios = {lay.block.se_ratio for lay in reps.values() if lay.block.se_ratio > 0}
+        ke = {(k, e) for k, e, _ in reps}
+        with_se, plain = {(k, e) for k, e, s in reps if s}, {(k, e) for k, e, s in reps if not s}
+        if len(ratios) > 1 or not (with_se in (set(), ke) and plain in (set(), ke)):
             raise SearchError(f"singlepath: the candidates of layer '{ref.name}' ({', '.join(sorted(lay.block.to_compact() for lay in reps.values()))}) "
-                              "disagree on squeeze-excite; the superkernel carries SE as a fixed part of the layer")
+                              "disagree on squeeze-excite; the superkernel carries SE for every (kernel, expansion) "
+                              "or for none, or offers it as a decision for all")
         self.in_shape, self.out_shape = ref.in_shape, ref.out_shape
-        self.se_ratio = ratios.pop()
+        self.se_ratio = ratios.pop() if ratios else 0.0
+        self.se_choice = bool(with_se) and bool(plain)  # MnasNet: SE on/off is a decision
         self.se_style = se_style
         self.kernels = sorted({lay.block.kernel for lay in convs})
         self.expansions = sorted({lay.block.expansion for lay in convs})
-        by_e = {e: next(lay for lay in reps.values() if lay.block.expansion == e) for e in self.expansions}
+        by_e = {e: next(lay for lay in reps.values() if lay.block.expansion == e and (lay.block.se_ratio > 0) ==
+                        (self.se_ratio > 0)) for e in self.expansions}
         self.group_ends = [by_e[e].mid_channels for e in self.expansions]          # nested channel groups
         self.se_ends = [by_e[e].se_channels(se_style) for e in self.expansions]    # nested squeeze widths
         self.has_skip = any(lay.block.kind == "skip" for lay in layers)
@@ -218,7 +229,14 @@ class Superkernel(nn.Module):
             e_init = [self._log_ms(self._group(g)).item() - 1.0 for g in range(len(self.group_ends))]
         self.t_kernel = nn.Parameter(torch.tensor(k_init))
         self.t_expand = nn.Parameter(torch.tensor(e_init))
-        self.forced: tuple[int, int] | None = None  # (kernel index, number of groups) or None
+        if self.se_choice:  # SE on while the squeeze weights' log mean square exceeds it; starts on
+            with torch.no_grad():
+                self.t_se = nn.Parameter(torch.tensor([self._log_ms(self.se.reduce.weight).item() - 1.0]))
+        else:
+            self.register_parameter("t_se", None)
+        #: the SE flag of every configuration of a layer without the SE decision
+        self.se_default = int(self.se is not None and not self.se_choice)
+        self.forced: tuple[int, int, int] | None = None  # (kernel index, number of groups, SE on) or None
 
     @staticmethod
     def _nested(ends: Sequence[int]) -> torch.Tensor:
@@ -296,12 +314,20 @@ class Superkernel(nn.Module):
             es[0] = torch.ones_like(es[0])
         return ks, es
 
-    def selection(self) -> tuple[int, int]:
-        """Current hard selection: ``(kernel index, number of channel groups used; 0 = skip)``."""
+    def se_indicator(self, soft: bool = False) -> torch.Tensor | None:
+        """The SE decision's indicator ``1(log ms(w_squeeze) > t_se)`` (0-d), or None without the decision."""
+        if not self.se_choice:
+            return None
+        f = torch.sigmoid if soft else indicator
+        return f(self._log_ms(self.se.reduce.weight) - self.t_se[0])
+
+    def selection(self) -> tuple[int, int, int]:
+        """Current hard selection: ``(kernel index, number of channel groups used; 0 = skip, SE on)``."""
         if self.forced is not None:
             return self.forced
         with torch.no_grad():
             ks, es = self.indicators()
+            s = self.se_indicator()
         kidx = 0
         for v in ks:
             if v.item() < 0.5:
@@ -312,13 +338,15 @@ class Superkernel(nn.Module):
             if v.item() < 0.5:
                 break
             groups += 1
-        return kidx, groups
+        if groups == 0:
+            return 0, 0, 0
+        return kidx, groups, (int(s.item() > 0.5) if s is not None else self.se_default)
 
-    def candidate_weights(self, soft: bool = False) -> dict[tuple[int, int], torch.Tensor]:
-        """``{(kernel index, groups): weight}`` — product-form weights of each configuration.
+    def candidate_weights(self, soft: bool = False) -> dict[tuple[int, int, int], torch.Tensor]:
+        """``{(kernel index, groups, SE on): weight}`` — product-form weights of each configuration.
 
         With hard indicators exactly one weight is 1 (the selected configuration); gradients flow
-        through the sigmoid relaxation. ``groups == 0`` is skip.
+        through the sigmoid relaxation. ``groups == 0`` is skip (``(0, 0, 0)``).
         """
         one = self.kxk_weight.new_ones(())
         if self.forced is not None:
@@ -340,19 +368,31 @@ class Superkernel(nn.Module):
             stop = (1 - es[g + 1]) if g + 1 < len(es) else one
             for ki, w in enumerate(kw):
                 out[(ki, g + 1)] = run * stop * w
-        return out
+        s = self.se_indicator(soft=soft)
+        full = {}
+        for (ki, g), w in out.items():
+            if g == 0:
+                full[(0, 0, 0)] = w
+            elif s is None:
+                full[(ki, g, self.se_default)] = w
+            else:
+                full[(ki, g, 1)] = w * s
+                full[(ki, g, 0)] = w * (1 - s)
+        return full
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.kxk_weight
         if self.forced is not None:
-            kidx, groups = self.forced
+            kidx, groups, se_on = self.forced
             if groups == 0:
                 return x
             one, zero = w.new_ones(()), w.new_zeros(())
             ks = [one if i < kidx else zero for i in range(len(self.kernels) - 1)]
             es = [one if g < groups else zero for g in range(len(self.group_ends))]
+            s_ind = (one if se_on else zero) if self.se_choice else None
         else:
             ks, es = self.indicators()
+            s_ind = self.se_indicator()
         # k×k kernel: core + g5·(ring5 + g7·ring7)
         kmask = self.core_mask.to(w.dtype)
         run = w.new_ones(())
@@ -370,7 +410,8 @@ class Superkernel(nn.Module):
         if self.se is not None:  # masked channels are 0: the full squeeze conv reads only the selected ones
             se = self.se
             s = se.act(se.reduce(y.mean((2, 3), keepdim=True))) * smask.view(1, -1, 1, 1)
-            y = y * se.gate(se.expand(s))
+            gate = se.gate(se.expand(s))
+            y = y * gate if s_ind is None else y * (1 + s_ind * (gate - 1))  # SE decision: gate or identity
         y = self.bn3(self.project(y))
         if self.has_skip:  # all groups off = skip: the block contributes nothing (not BN's bias)
             y = y * es[0]
@@ -384,10 +425,11 @@ class Superkernel(nn.Module):
         return F.batch_norm(y, bn.running_mean[sl], bn.running_var[sl], bn.weight[sl], bn.bias[sl], training,
                             bn.momentum if bn.momentum is not None else 0.0, bn.eps)
 
-    def run_path(self, x: torch.Tensor, kidx: int, groups: int) -> torch.Tensor:
+    def run_path(self, x: torch.Tensor, kidx: int, groups: int, se: int | None = None) -> torch.Tensor:
         """Run exactly one configuration with *sliced* weights (the cost of that block alone):
         kernel ``kernels[kidx]`` (centre crop), the first ``group_ends[groups-1]`` mid channels and
-        the first ``se_ends[groups-1]`` squeeze channels; ``groups == 0`` is skip. Computes the same
+        the first ``se_ends[groups-1]`` squeeze channels, SE when ``se`` (default: the layer's fixed
+        SE); ``groups == 0`` is skip. Computes the same
         function as the :class:`hwnas.nn.blocks.MBConv` (or ``FusedMBConv``) that :meth:`load_into`
         fills (once-for-all's elastic kernel/width, Cai et al. 2020 §3.1). BatchNorm statistics of the
         used channels are updated in place in training mode."""
@@ -395,15 +437,16 @@ class Superkernel(nn.Module):
             return x
         mid = self.group_ends[groups - 1]
         k = self.kernels[kidx]
+        se_on = self.se_default if se is None else int(se)
         momentum_none = self.bn1.momentum is None
         if momentum_none and self.training:  # recalibration (cumulative average): use the module path
-            self.forced = (kidx, groups)
+            self.forced = (kidx, groups, se_on)
             try:
                 return self(x)
             finally:
                 self.forced = None
         y = self._sliced_features(x, k, mid)
-        if self.se is not None:
+        if self.se is not None and se_on:
             se, sq = self.se, self.se_ends[groups - 1]
             s = se.act(F.conv2d(y.mean((2, 3), keepdim=True), se.reduce.weight[:sq, :mid], se.reduce.bias[:sq]))
             y = y * se.gate(F.conv2d(s, se.expand.weight[:mid, :sq], se.expand.bias[:mid]))
@@ -416,7 +459,7 @@ class Superkernel(nn.Module):
         mid = self.group_ends[expansion_index]
         with torch.no_grad():
             self._load_features(block, kernel, mid)
-            if self.se is not None:
+            if self.se is not None and isinstance(getattr(block, "se", None), SqueezeExcite):
                 sq = self.se_ends[expansion_index]
                 block.se.reduce.weight.copy_(self.se.reduce.weight[:sq, :mid])
                 block.se.reduce.bias.copy_(self.se.reduce.bias[:sq])
@@ -671,7 +714,7 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         """Architecture parameters: α per layer (fbnet, proxyless) or thresholds (singlepath); none for spos."""
         if self.mode == "singlepath":
-            return [p for m in self.layers_ for p in (m.t_kernel, m.t_expand)]
+            return [p for m in self.layers_ for p in (m.t_kernel, m.t_expand, m.t_se) if p is not None]
         return list(self.alphas)
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -844,37 +887,37 @@ class Supernet(nn.Module):
                               "search over it with --method mnasnet|evolution|random")
         return tuple(int(p.argmax()) for p in self.probabilities())
 
-    def _config_candidate(self, i: int, cfg: tuple[int, int]) -> int:
+    def _config_candidate(self, i: int, cfg: tuple[int, int, int]) -> int:
         m: Superkernel = self.layers_[i]
-        kidx, groups = cfg
+        kidx, groups, se = cfg
         lays = self.slot_layers[i]
         if groups == 0:
             return next(j for j, lay in enumerate(lays) if lay.block.kind == "skip")
         k, e = m.kernels[kidx], m.expansions[groups - 1]
         for j, lay in enumerate(lays):
             b = lay.block
-            if b.kind == m.kind and b.groups == 1 and b.kernel == k and b.expansion == e:
+            if b.kind == m.kind and b.groups == 1 and b.kernel == k and b.expansion == e and (b.se_ratio > 0) == bool(se):
                 return j
         raise SearchError(f"singlepath: no candidate k{k}_e{e:g} in layer {i}")  # pragma: no cover
 
-    def _superkernel_config(self, i: int, c: int) -> tuple[int, int]:
-        """``(kernel index, groups)`` of candidate ``c`` of layer ``i``.
+    def _superkernel_config(self, i: int, c: int) -> tuple[int, int, int]:
+        """``(kernel index, groups, SE on)`` of candidate ``c`` of layer ``i``.
 
         Raises:
             SearchError: the candidate is not the one the superkernel stands for (another kind, a
-                grouped conv, or a later duplicate of a (kernel, expansion), e.g. MnasNet's SE or
-                no-skip variants): running it through the superkernel would compute another block.
+                grouped conv, or a later duplicate of a (kernel, expansion, SE), e.g. MnasNet's no-skip
+                variants): running it through the superkernel would compute another block.
         """
         m: Superkernel = self.layers_[i]
         b = self.slot_layers[i][c].block
         if b.kind == "skip":
-            return (0, 0)
+            return (0, 0, 0)
         if b.kind == m.kind and b.groups == 1 and b.kernel in m.kernels and b.expansion in m.expansions:
-            cfg = (m.kernels.index(b.kernel), m.expansions.index(b.expansion) + 1)
+            cfg = (m.kernels.index(b.kernel), m.expansions.index(b.expansion) + 1, int(b.se_ratio > 0))
             if self._config_candidate(i, cfg) == c:
                 return cfg
         raise SearchError(f"singlepath cannot run candidate '{b.to_compact()}' of layer {i}: its superkernel "
-                          f"stands for the first ungrouped {m.kind} candidate per kernel and expansion")
+                          f"stands for the first ungrouped {m.kind} candidate per kernel, expansion and SE")
 
     # ------------------------------------------------------------------ latency
     def layer_weights(self) -> list[torch.Tensor]:
@@ -943,7 +986,7 @@ class Supernet(nn.Module):
         blocks = [b for stage in list(net.stages)[1 if self.n_fixed else 0:] for b in stage]
         for i, (c, block) in enumerate(zip(choices, blocks)):
             if self.mode == "singlepath":
-                kidx, groups = self._superkernel_config(i, c)
+                kidx, groups, _ = self._superkernel_config(i, c)
                 if groups:
                     m: Superkernel = self.layers_[i]
                     m.load_into(block, m.kernels[kidx], groups - 1)
