@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grouping", default="total", choices=["total", "kind"])
     ap.add_argument("--save", default=None, help="also write the correction here (JSON)")
+    ap.add_argument("--leave-space-out", action="store_true",
+                    help="also fit on all spaces but one and report that space (a space the fit never saw)")
     args = ap.parse_args(argv)
 
     from hwnas.latency.correction import fit_correction, read_points
@@ -77,11 +79,27 @@ def main(argv: list[str] | None = None) -> dict:
             zoo[name] = {**z, "resolution": rep["resolution"], "corrected_ms": round(corrected, 4),
                          "corrected_error_pct": round(100 * (corrected - z["measured_ms"]) / z["measured_ms"], 2)}
 
+    leave_out = {}
+    if args.leave_space_out and len(runs) > 1:
+        from hwnas.profile.check import fidelity_stats
+
+        names = [a.name for a, _ in points]
+        for space in sorted(set(names)):
+            train = [i for i, n in enumerate(names) if n != space]
+            test = [i for i, n in enumerate(names) if n == space]
+            c = fit_correction(device, [points[i] for i in train], predictor=[predictors[i] for i in train],
+                               holdout=0, grouping=args.grouping)
+            y = [points[i][1] for i in test]
+            terms = [[(k, predictors[i]._price(k)[0]) for _, k in arch_op_keys(points[i][0])] for i in test]
+            leave_out[space] = {"correction": fidelity_stats(y, [c.predict_raw(t) for t in terms]),
+                                "raw_sum": fidelity_stats(y, [sum(r for _, r in t) for t in terms])}
+
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     out = {"device": device.name, "grouping": args.grouping, "holdout": args.holdout, "seed": args.seed,
            "networks": len(points), "runs": runs,
            "coef": corr.coef, "per_op_ms": corr.per_op_ms, "per_mparam_ms": corr.per_mparam_ms,
-           "intercept_ms": corr.intercept_ms, **corr.report, "zoo": zoo, "uptime_now": up}
+           "intercept_ms": corr.intercept_ms, **corr.report, "zoo": zoo, "leave_space_out": leave_out,
+           "uptime_now": up}
     print(json.dumps(out, indent=2))
     return out
 
