@@ -77,6 +77,8 @@ def ofa_train_cmd(space, data, resolution, resolutions, width, epochs, steps_per
                     device=train_device, precision=precision, data_limit=data_limit, out=out)
     echo = None if quiet or as_json else (lambda s: click.echo(s, err=True))
     res = train_ofa(cfg, echo=echo)
+    if res.get("rank"):  # torchrun: rank 0 alone prints
+        return
     if as_json:
         print_json(res)
         return
