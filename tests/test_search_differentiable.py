@@ -121,6 +121,11 @@ def test_architecture_steps_move_expected_latency_toward_the_budget(method, setu
     # a clear part of the way from the start to the budget within 6 architecture steps (exactly 0 with arch_lr=0)
     assert end < start - 0.05 * (start - obj.latency_budget_ms), (start, end, obj.latency_budget_ms)
     assert conv["op_entropy"] < conv["op_entropy_uniform"]
+    # per-layer figures behind the means (result.json's search_extra.convergence)
+    assert len(conv["op_entropy_per_layer"]) == len(conv["max_probability_per_layer"]) == len(space.slots)
+    assert conv["op_entropy"] == pytest.approx(sum(conv["op_entropy_per_layer"]) / len(space.slots), rel=1e-5)
+    assert conv["mean_max_probability"] == pytest.approx(sum(conv["max_probability_per_layer"]) / len(space.slots))
+    assert conv["reached_budget_before_repair"] == (end <= obj.latency_budget_ms)
 
 
 def test_derived_architecture_depends_on_the_objective(setup, tmp_path):

@@ -213,8 +213,8 @@ def test_proxyless_on_mnasnet_cli_writes_a_tflite(tmp_path):
     cmd = [sys.executable, "-c", "from hwnas.cli import main; main()", "search", "--target", "pixel", "--space",
            "mnasnet", "--method", "proxyless", "--data", "digits", "--resolution", "16", "--width", "0.25",
            "--epochs", "2", "--warmup-epochs", "1", "--steps-per-epoch", "2", "--final-epochs", "1",
-           # default architecture step (lr 0.1 every 2 steps, add/hard): its 2-step net once missed an absolute
-           # 1e-4 parity gate by 7 % (1.07e-4); the gate is now relative to the logits' magnitude
+           # the default architecture step (every 2 steps, add/hard; lr 0.1 at the time): its 2-step net once missed an
+           # absolute 1e-4 parity gate by 7 % (1.07e-4); the gate is now relative to the logits' magnitude
            "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

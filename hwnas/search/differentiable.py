@@ -19,10 +19,13 @@ validation among those within the budget — not the last sample.
 Defaults (paper → ours, where the budgets here are ~100× smaller than the papers' 90–200 epochs):
 
 * weights: SGD Nesterov 0.9, lr 0.05 cosine, wd 4e-5 (FBNet: 0.1; ProxylessNAS: 0.025·batch/256 → ours 0.05);
-* architecture: Adam, wd 0; FBNet lr 0.01 (paper: 0.01, wd 5e-4 on θ); ProxylessNAS lr 0.1, betas (0, 0.999),
-  every 2 weight steps (reference code: 1e-3 every 5 steps over 120 ImageNet epochs, ~10^5 updates; the
-  default CPU run has ~100, and with lr 0.01 every 5 steps its expected latency moved 1.52 → 1.48 ms
-  against a 1.127 ms budget — docs/search.md; use the paper's values for long runs);
+* architecture: Adam, wd 0; FBNet lr 0.01 (paper: 0.01, wd 5e-4 on θ); ProxylessNAS lr 0.3, betas (0, 0.999),
+  every 2 weight steps (reference code: 1e-3 every 5 steps over 120 ImageNet epochs, ~1.15·10^5
+  updates, so an Adam "travel budget" lr × updates ≈ 115; the default CPU run has ~110 updates, and
+  lr 0.3 gives ≈ 32 where lr 0.01 every 5 steps gave 0.4 — its expected latency moved 1.52 → 1.48 ms
+  against a 1.127 ms budget — and lr 0.1 every 2 gave 11, ending with op distributions barely peaked:
+  docs/search.md "Does the default search converge?"; use the paper's values for long runs, as the
+  ``--recipe`` presets do);
   Single-Path thresholds lr 0.02 (joint training in the paper; here alternated on val like the others).
 
 Every step can resume: the run folder's checkpoint holds the supernet, both optimisers, the
@@ -329,14 +332,20 @@ class DifferentiableSearcher(Searcher):
         derived = net.derive()
         repaired = repair_to_budget(derived, probs, table, objective.latency_budget_ms)
         n_cands = [len(p) for p in probs]
+        layer_entropy = [float(-(p * torch.log(p.clamp_min(1e-12))).sum()) for p in probs]
+        layer_max = [float(p.max()) for p in probs]
+        expected_ms = self._expected_latency(net, table)
         convergence = {
             "initial_expected_latency_ms": st.get("initial_expected_latency_ms"),
-            "expected_latency_before_repair_ms": self._expected_latency(net, table),
+            "expected_latency_before_repair_ms": expected_ms,
+            "reached_budget_before_repair": objective.feasible(expected_ms),
             "derived_latency_ms": float(table.latency(derived)),
             "repair_needed": tuple(repaired) != tuple(derived),
             "op_entropy": net.entropy(),
             "op_entropy_uniform": sum(math.log(n) for n in n_cands) / max(1, len(n_cands)),
-            "mean_max_probability": float(sum(float(p.max()) for p in probs) / max(1, len(probs))),
+            "mean_max_probability": float(sum(layer_max) / max(1, len(layer_max))),
+            "op_entropy_per_layer": layer_entropy,
+            "max_probability_per_layer": layer_max,
         }
         return SearchResult(
             best_choices=best.choices, best_arch=space.decode(best.choices), history=history,
@@ -404,7 +413,7 @@ class ProxylessSearcher(DifferentiableSearcher):
     """ProxylessNAS (Cai et al. 2019): binary gates, one path per weight step, two per arch step."""
 
     mode = "proxyless"
-    defaults = dict(arch_lr=0.1, arch_every=2, arch_betas=(0.0, 0.999))
+    defaults = dict(arch_lr=0.3, arch_every=2, arch_betas=(0.0, 0.999))
 
 
 @register_searcher("singlepath")

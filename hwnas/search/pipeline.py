@@ -489,6 +489,8 @@ def _run_search(cfg: SearchConfig | None, *, resume: str | Path | None, progress
         "op_entropy": convergence.get("op_entropy"),
         "op_entropy_uniform": convergence.get("op_entropy_uniform"),
         "repair_needed": convergence.get("repair_needed"),
+        "reached_budget_before_repair": convergence.get("reached_budget_before_repair"),
+        "mean_max_probability": convergence.get("mean_max_probability"),
         "search_val_accuracy": None if best_eval is None else best_eval.accuracy,
         "inherited_test_accuracy": inherited_acc,
         "test_accuracy": test_acc,
@@ -705,7 +707,8 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("params / MACs", f"{res['params'] / 1e6:.3f} M / {res['macs'] / 1e6:.2f} M"),
         *([("search convergence", f"expected latency before repair {res['expected_latency_before_repair_ms']:.3f} ms; "
                                   f"mean op entropy {res['op_entropy']:.2f} nats (uniform "
-                                  f"{res['op_entropy_uniform']:.2f}); repair needed: "
+                                  f"{res['op_entropy_uniform']:.2f}); mean max op probability "
+                                  f"{res.get('mean_max_probability') or 0:.2f}; repair needed: "
                                   f"{'yes' if res['repair_needed'] else 'no'}")]
           if res.get("expected_latency_before_repair_ms") is not None else []),
         ("device / precision", f"{res.get('device', 'cpu')} ({res.get('device_name', '')}) / "
