@@ -155,7 +155,8 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
                    "(benchmarks/predictor_fidelity.py writes <table>.members.jsonl); repeatable.")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Also price op keys from this table of the device (besides its key store); repeatable.")
-@click.option("--space", default=None, help="Also measure --members random members of this space end to end now.")
+@click.option("--space", default=None, help="Also measure --members random members of this space end to end now "
+                                            "(their op keys the device's tables lack are profiled first).")
 @click.option("--resolution", type=int, default=None, help="Resolution of --space [default: 224].")
 @click.option("--members", type=click.IntRange(0, None), default=20, show_default=True,
               help="Members of --space measured end to end now.")
@@ -201,12 +202,19 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
 
         if not has_local_runner(dev):
             raise ConfigError(f"device '{dev.name}' has no local runner to measure --space members; pass --points")
+        from hwnas.profile.run import KeyRequest, ensure_keys, space_label
+
         sp = resolve_space(space, resolution=resolution, device=dev)
         rng = random.Random(seed)
+        archs = [sp.decode(sp.sample(rng)) for _ in range(members)]
+        keys = list({str(k): k for a in archs for _, k in arch_op_keys(a)}.values())
+        # the members' op keys the store lacks are profiled first, as hwnas predict does on the host
+        ensure_keys(dev, KeyRequest(keys, f"{space_label(sp)}-members", sp.resolution, space=sp),
+                    command=f"hwnas profile --device {dev.name} --space {space} --resolution {sp.resolution}",
+                    progress=not as_json, say=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
         builder, runner = make_builder(dev), make_runner(dev)
         try:
-            for _ in range(members):
-                arch = sp.decode(sp.sample(rng))
+            for arch in archs:
                 pts.append((arch, runner.measure(builder.build_arch(arch)).median_ms))
         finally:
             runner.close()
