@@ -16,7 +16,9 @@ and a constant, three parameters that a few dozen networks pin down. With ``grou
 weight term is there because an op profiled alone runs with its weights hot in cache, while a whole
 network streams all its weights every inference: on the host at 64 px the whole network's excess over
 the raw sum grew with the network's weights per raw ms (correlation 0.59 over 22 MobileNetV2-space
-networks), and the term cut the leave-one-out RMSPE there from 10.1 % to 8.6 %. Coefficients are fitted with scikit-learn's ``LinearRegression
+networks), and the term cut the leave-one-out RMSPE there from 10.1 % to 8.6 %. On the pooled four-space
+data (docs/latency.md) the ``total`` fit set it to 0 and ``kind`` to 0.10 ms per million weights: the
+fit decides, the term only allows it. Coefficients are fitted with scikit-learn's ``LinearRegression
 (positive=True)`` weighted by ``1/measured²`` (least squares on the relative error), so every term stays
 non-negative, the constant included (physical: an op never makes a network faster, and no network
 takes less than nothing; an unconstrained constant came out at −2 ms on the host's first data). A group the fit never saw uses
