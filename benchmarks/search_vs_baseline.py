@@ -174,25 +174,38 @@ def random_at_latency(space, table, target_ms: float, n: int, seed: int, band: f
     return out, how
 
 
-def verdict(searched: list[float], other: list[float], what: str = "random") -> dict:
+def verdict(searched: list[float], other: list[float], what: str = "random", test_images: int | None = None) -> dict:
     """Paired comparison of the searched net's accuracy with a baseline's per seed (``other``: the random
-    archs' median, or MobileNetV2's), and a plain verdict."""
+    archs' median, or MobileNetV2's), and a plain verdict.
+
+    The standard error of the mean difference is the larger of the spread over seeds (paired,
+    ``std/√k``) and, when ``test_images`` is given, the binomial error of two accuracies measured on
+    that many test images (``√(p_a(1−p_a)/n + p_b(1−p_b)/n)/√k``): with 2–3 seeds the spread alone
+    can be tiny by chance. "Beats" needs a win in every seed and a mean difference above 2 SE.
+    """
+    k = len(searched)
     diffs = [a - b for a, b in zip(searched, other)]
-    ref = "the random median" if what == "random" else what
     mean = statistics.mean(diffs)
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+    se_seeds = statistics.stdev(diffs) / k ** 0.5 if k > 1 else float("inf")
+    se_test = None
+    if test_images:
+        pa, pb = statistics.mean(searched), statistics.mean(other)
+        se_test = ((pa * (1 - pa) + pb * (1 - pb)) / test_images) ** 0.5 / k ** 0.5
+    se = max(se_seeds, se_test or 0.0)
+    ref = "the random median" if what == "random" else what
     wins = sum(d > 0 for d in diffs)
-    if wins == len(diffs) and mean > 2 * se:
+    if wins == k and mean > 2 * se:
         text = f"the search beats {what}: above {ref} in every seed, by more than 2 standard errors"
     elif mean < 0 and wins == 0:
         text = f"the search does NOT beat {what}: below {ref} in every seed, mean difference {mean:+.4f}"
     else:
-        text = (f"the search does NOT beat {what}: above {ref} in {wins} of {len(diffs)} seeds, "
+        text = (f"the search does NOT beat {what}: above {ref} in {wins} of {k} seeds, "
                 f"mean difference {mean:+.4f} (standard error {se:.4f}) — within noise")
-    return {"differences": diffs, "mean_difference": mean, "standard_error": se, "seeds_won": wins, "text": text}
+    return {"differences": diffs, "mean_difference": mean, "standard_error": se, "standard_error_seeds": se_seeds,
+            "standard_error_test_set": se_test, "test_images": test_images, "seeds_won": wins, "text": text}
 
 
-def compare(rows: list[dict], **extra) -> dict:
+def compare(rows: list[dict], test_images: int | None = None, **extra) -> dict:
     """The ``comparison`` object from per-seed rows: mean ± std per net, the random medians, the verdicts."""
 
     def stats(key):
@@ -211,8 +224,9 @@ def compare(rows: list[dict], **extra) -> dict:
         "random_all_test_accuracy": {"median": statistics.median(all_random), "mean": statistics.mean(all_random),
                                      "std": statistics.stdev(all_random) if len(all_random) > 1 else 0.0,
                                      "min": min(all_random), "max": max(all_random), "n": len(all_random)},
-        "vs_random": verdict(searched, [r["random_median_test_accuracy"] for r in rows]),
-        "vs_mobilenetv2": verdict(searched, [r["baseline_test_accuracy"] for r in rows], what="MobileNetV2"),
+        "vs_random": verdict(searched, [r["random_median_test_accuracy"] for r in rows], test_images=test_images),
+        "vs_mobilenetv2": verdict(searched, [r["baseline_test_accuracy"] for r in rows], what="MobileNetV2",
+                                  test_images=test_images),
         "search_seconds": extra.get("search_seconds"),
         "rows": rows,
     }
@@ -229,7 +243,13 @@ def merge(paths: list[str]) -> None:
     out["merged_from"] = [{"file": p, "command": r.get("command"), "loadavg_start": r.get("loadavg_start"),
                            "loadavg_end": r.get("loadavg_end"), "total_seconds": r.get("total_seconds")}
                           for p, r in zip(paths, runs)]
-    out["comparison"] = compare(rows, train_epochs=c0["train_epochs"], search_epochs=c0["search_epochs"],
+    n_test = first.get("test_images")
+    if n_test is None:  # outputs written before test_images was recorded
+        from hwnas.search.data import load_data
+
+        n_test = len(load_data(first["data"].split(":")[0], resolution=first["resolution"], seed=0).test.y)
+    out["test_images"] = n_test
+    out["comparison"] = compare(rows, test_images=n_test, train_epochs=c0["train_epochs"], search_epochs=c0["search_epochs"],
                                 search_seconds=[s for r in runs for s in r["comparison"]["search_seconds"]],
                                 search_convergence=[c for r in runs for c in r["comparison"]["search_convergence"]])
     print(json.dumps(out, indent=2))
@@ -332,7 +352,8 @@ def main(argv=None) -> None:
                      "search_seconds": srch["seconds"] if s in searches else None})
         print(json.dumps(rows[-1]), file=sys.stderr)
 
-    result["comparison"] = compare(rows, train_epochs=train_epochs, search_epochs=search_epochs,
+    result["test_images"] = len(data.test.y)
+    result["comparison"] = compare(rows, test_images=len(data.test.y), train_epochs=train_epochs, search_epochs=search_epochs,
                                    search_seconds=[searches[s]["seconds"] for s in search_seeds],
                                    search_convergence=[searches[s]["convergence"] for s in search_seeds])
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
