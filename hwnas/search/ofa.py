@@ -100,11 +100,9 @@ class OFAConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OFAConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown once-for-all config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        from hwnas.search.pipeline import config_from_dict
+
+        return config_from_dict(cls, d, "once-for-all")
 
     def all_resolutions(self) -> list[int]:
         if self.resolutions:

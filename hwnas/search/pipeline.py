@@ -44,6 +44,16 @@ DIFFERENTIABLE = ("fbnet", "proxyless", "singlepath")
 PROXYLESS_DEFAULT_OBJECTIVE = {"form": "add", "lam": 1.0, "hard": True}
 
 
+def config_from_dict(cls, d: dict[str, Any], what: str):
+    """Build the config dataclass ``cls`` from a run's saved ``config.yaml`` mapping ``d``.
+
+    Raises ``ConfigError`` naming the unknown keys (a folder written by another hwnas version)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what} config keys: {', '.join(sorted(unknown))}")
+    return cls(**d)
+
+
 @dataclass
 class SearchConfig:
     """Everything ``hwnas search`` can set (the CLI maps its options onto these fields)."""
@@ -87,11 +97,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown search config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_dict(cls, d, "search")
 
 
 def make_space(name: str, *, resolution: int, num_classes: int, in_channels: int, width: float, device=None):
