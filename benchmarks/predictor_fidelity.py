@@ -32,6 +32,11 @@ of a run that was resumed from an earlier journal (``resumed_ops`` > 0).
 correction is not saved (``hwnas table fit-correction --points <members file> --table <table>`` does
 that). ``uptime`` gives the output of ``uptime`` at start and end.
 
+Order: every member's (and zoo net's) ``.tflite`` is converted first (``--build-workers`` processes;
+files under ``<table>.members/``, kept, so a rerun resumes), then the op keys are profiled and the
+members timed, one after the other in one process: tables and networks are timed close together, at
+the same load, and no conversion runs while anything is timed.
+
 The table is written to ``--out`` (default a temporary folder); ``--ship`` writes it to the
 repository's ``latency_tables/host-<space>-<res>.yaml`` instead (provenance ``measured``, with this
 machine's details in its metadata).
@@ -57,6 +62,44 @@ def _journal_span_s(path: Path) -> float:
     return (max(stamps) - min(stamps)).total_seconds() if len(stamps) > 1 else 0.0
 
 
+def _build_member(job: tuple[str, str, str]) -> str:
+    """Convert one member (compact string) to ``.tflite`` at ``path`` (atomically); a process-pool job."""
+    device_name, compact, path = job
+    from hwnas.arch import ArchSpec
+    from hwnas.latency.devices import get_device
+    from hwnas.profile.run import make_builder
+
+    art = make_builder(get_device(device_name)).build_arch(ArchSpec.from_compact(compact))
+    tmp = Path(path + ".part")
+    tmp.write_bytes(art.data)
+    tmp.replace(path)
+    return path
+
+
+def build_members(device_name: str, archs: list, folder: Path, workers: int) -> list:
+    """Every arch's ``.tflite`` under ``folder`` (named by a hash of the arch, so a file is only reused
+    for the same network; files already there are kept, so an interrupted run resumes), converted by ``workers`` processes: the conversions, which take most
+    of a run's time, all happen before any timing, so the timing runs on a machine they no longer load."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    from hwnas.profile.run import Artifact
+
+    folder.mkdir(parents=True, exist_ok=True)
+    import hashlib
+
+    paths = [str(folder / (hashlib.sha1(f"{device_name}|{a.to_compact()}".encode()).hexdigest()[:20] + ".tflite"))
+             for a in archs]
+    jobs = [(device_name, a.to_compact(), p) for a, p in zip(archs, paths) if not Path(p).exists()]
+    if jobs and workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_build_member, jobs))
+    else:
+        for job in jobs:
+            _build_member(job)
+    return [Artifact(path=Path(p), format="tflite") for p in paths]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="mobilenetv2")
@@ -74,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--fit-correction", action="store_true",
                     help="fit a learned correction on half the members, report it on the other half")
     ap.add_argument("--grouping", default="total", choices=["total", "kind"])
+    ap.add_argument("--build-workers", type=int, default=1,
+                    help="processes converting the members to .tflite, all before any timing (timing stays serial)")
     args = ap.parse_args(argv)
     import os
     import subprocess
@@ -115,6 +160,18 @@ def main(argv: list[str] | None = None) -> dict:
         from hwnas.opkey import arch_op_keys
 
         keys = sorted({str(k) for a in cal_archs + test_archs for _, k in arch_op_keys(a)})
+    zoo_archs = {}
+    if args.zoo:
+        from hwnas.zoo import zoo_arch
+
+        zoo_archs = {name: zoo_arch(name).with_resolution(args.resolution) for name in filter(None, args.zoo.split(","))}
+    members_dir = (Path(tempfile.mkdtemp(prefix="hwnas-fidelity-members-")) if args.ship
+                   else out.with_name(out.stem + ".members"))
+    t0 = time.perf_counter()
+    arts = build_members(device.name, cal_archs + test_archs + list(zoo_archs.values()), members_dir, args.build_workers)
+    build_s = time.perf_counter() - t0
+    cal_arts, test_arts = arts[:len(cal_archs)], arts[len(cal_archs):len(cal_archs) + len(test_archs)]
+    zoo_arts = dict(zip(zoo_archs, arts[len(cal_archs) + len(test_archs):]))
     t0 = time.perf_counter()
     res = profile(device, args.space, args.resolution, out=out, progress=sys.stderr.isatty(), keys=keys,
                   only_missing=False)  # a table of its own: the fidelity of what it measured
@@ -128,8 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     calibration_kept = None
     if args.calibrate:
         points = []
-        for i, arch in enumerate(cal_archs):
-            points.append((f"member{i}", arch, runner.measure(builder.build_arch(arch)).median_ms))
+        for i, (arch, art) in enumerate(zip(cal_archs, cal_arts)):
+            points.append((f"member{i}", arch, runner.measure(art).median_ms))
         # leave-one-out on the calibration members: keep the calibration only if it beats the raw sum
         sums = np.array([raw.predict(a).latency_ms for _, a, _ in points])
         meas = np.array([m for _, _, m in points])
@@ -144,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     members_path = out.with_name(out.stem + ".members.jsonl")
     t1 = time.perf_counter()
     with open(members_path, "w") as fh:
-        for arch in test_archs:
-            m = runner.measure(builder.build_arch(arch))
+        for arch, art in zip(test_archs, test_arts):
+            m = runner.measure(art)
             measured.append(m.median_ms)
             pred_cal.append(calibrated.predict(arch).latency_ms)
             pred_raw.append(raw.predict(arch).latency_ms)
@@ -159,15 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
         from hwnas.latency.table import Entry
         from hwnas.opkey import arch_op_keys
         from hwnas.profile.run import measure_key
-        from hwnas.zoo import zoo_arch
-
-        for name in filter(None, args.zoo.split(",")):
-            arch = zoo_arch(name).with_resolution(args.resolution)
+        for name, arch in zoo_archs.items():
             zkeys = {str(k): k for _, k in arch_op_keys(arch)}
             ztable = LatencyTable(table.meta.model_copy(update={"space": f"zoo:{name}", "notes": "benchmark only"}),
                                   {s: Entry(median_ms=measure_key(k, builder, runner, device).median_ms, samples=1)
                                    for s, k in zkeys.items() if k.kind != "skip"})
-            e2e = runner.measure(builder.build_arch(arch)).median_ms
+            e2e = runner.measure(zoo_arts[name]).median_ms
             psum = Predictor(device, ztable).predict(arch).latency_ms
             zpath = ztable.save(out.with_name(f"{out.stem}.zoo-{name}.yaml"))
             zoo[name] = {"measured_ms": e2e, "per_op_sum_ms": psum, "error_pct": round(100 * (psum - e2e) / e2e, 2),
@@ -190,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "device": device.name, "space": space.name, "resolution": args.resolution, "members": args.members,
         "op_keys": len(table), "repeats": args.repeats, "warmup": args.warmup, "threads": device.threads,
+        "build_minutes": round(build_s / 60, 2), "build_workers": args.build_workers,
         "profiling_minutes": round(profiling_s / 60, 2),
         "resumed_ops": res.resumed,
         "journal_span_minutes": round(journal_span_s / 60, 2),

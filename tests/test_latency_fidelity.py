@@ -169,6 +169,36 @@ def test_table_check_draws_from_the_space_the_search_used(tmp_path, monkeypatch)
     assert res.exit_code == 2 and "--width 0.75" in res.output and "hwnas profile --device host" in res.output
 
 
+def test_table_check_prices_from_the_key_store_when_the_keys_span_tables(tmp_path, monkeypatch):
+    """A search profiles only what the store lacks, so a space's keys can sit in several tables: the check
+    then prices members from the device's key store and stores its result in the table holding most keys."""
+    import json
+
+    from click.testing import CliRunner
+
+    from hwnas.cli import main
+    import hwnas.profile.run as run_mod
+
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path))
+    monkeypatch.setattr(run_mod, "make_builder", lambda dev, *a, **k: FakeBuilder())
+    monkeypatch.setattr(run_mod, "make_runner", lambda dev, *a, **k: FakeRunner())
+    whole = LatencyTable.load(_search_space_table(tmp_path))
+    whole.path.unlink()
+    keys = sorted(whole.entries)
+    cut = 2 * len(keys) // 3
+    big = LatencyTable(whole.meta, {k: whole.entries[k] for k in keys[:cut]}).save(tmp_path / "latency_tables" / "big.yaml")
+    small = LatencyTable(whole.meta.model_copy(update={"date": "2026-12-02T01:00:00Z"}),
+                         {k: whole.entries[k] for k in keys[cut:]}).save(tmp_path / "latency_tables" / "small.yaml")
+    opts = ["--space", "mobilenetv2", "--resolution", "16", "--width", "0.5", "--in-channels", "1", "--classes", "10"]
+    res = CliRunner().invoke(main, ["table", "check", "--device", "host", "--members", "3", "--json", *opts])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["priced_by"] and out["table"] == str(big)  # priced by the store, stored where most keys are
+    assert out["mean_error_pct"] == pytest.approx(100 * (1 / 1.05 - 1), abs=0.01)
+    assert LatencyTable.load(big).meta.fidelity["priced_by"] == out["priced_by"]
+    assert LatencyTable.load(small).meta.fidelity is None
+
+
 # ---------------------------------------------------------------------- predict's resolution range
 def test_predict_refuses_a_resolution_out_of_range_before_anything():
     from click.testing import CliRunner
