@@ -261,6 +261,10 @@ def test_correction_fit_improves_held_out_error_and_round_trips(tmp_path, monkey
     assert held["members"] == 6 and corr.trained_on["networks"] == 18
     assert held["within_10pct"] == 1.0 and raw["within_10pct"] == 0.0  # raw sums are ~35 % low
     assert held["rmspe_pct"] < 3 < raw["rmspe_pct"]
+    # the generating terms come back (the weight term takes a little of the scale: weights track MACs)
+    assert 1.25 < corr.coef["all"] < 1.6
+    assert corr.per_op_ms == pytest.approx(0.05, abs=0.01) and corr.intercept_ms == pytest.approx(0.4, abs=0.1)
+    assert min(corr.coef["all"], corr.per_op_ms, corr.per_mparam_ms, corr.intercept_ms) >= 0
     path = corr.save(tmp_path / "c.json")
     text = path.read_text()
     assert text.lstrip().startswith("{") and '"schema": "hwnas-latency-correction/1"' in text  # plain JSON
