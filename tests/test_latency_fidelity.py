@@ -148,6 +148,8 @@ def test_table_check_draws_from_the_space_the_search_used(tmp_path, monkeypatch)
     # without the search's options the default width-1, 3-channel, 1000-class space is drawn: keys missing
     res = CliRunner().invoke(main, [*base, "--table", str(path)])
     assert res.exit_code == 2 and "not in" in res.output
+    # ... and the error names the flags that select the table hwnas profile made with its defaults
+    assert "--width 0.5 --in-channels 1 --classes 10" in res.output and "Traceback" not in res.output
     opts = ["--space", "mobilenetv2", "--resolution", "16", "--width", "0.5", "--in-channels", "1", "--classes", "10"]
     res = CliRunner().invoke(main, [*base, *opts])
     assert res.exit_code == 0, res.output
@@ -212,6 +214,13 @@ def test_predict_refuses_a_resolution_out_of_range_before_anything():
         res = CliRunner().invoke(main, ["predict", "mobilenetv2", "--target", "pixel1", "--resolution", str(r)])
         assert res.exit_code == 2 and f"--resolution must be between 8 and 1024 px, got {r}" in res.output
         assert "Traceback" not in res.output
+    # every command's --resolution: 0 is an error naming the option, never "use the default"
+    for cmd in (["profile", "--device", "host"], ["table", "check", "--device", "host", "--space", "mobilenetv2",
+                                                  "--width", "0.5", "--in-channels", "1", "--classes", "10"],
+                ["table", "fit-correction", "--device", "host", "--space", "mobilenetv2"], ["search"],
+                ["ofa", "train"], ["show", "mobilenetv2"]):
+        res = CliRunner().invoke(main, [*cmd, "--resolution", "0"])
+        assert res.exit_code == 2 and "--resolution must be between 8 and 1024 px, got 0" in res.output, (cmd, res.output)
     with pytest.raises(SpecError, match="between 8 and 1024"):
         load_predictor("pixel1").predict(zoo_arch("mobilenetv2").with_resolution(2048))
     assert load_predictor("pixel1").predict(zoo_arch("mobilenetv2").with_resolution(1024)).latency_ms > 0
@@ -270,6 +279,12 @@ def test_correction_fit_improves_held_out_error_and_round_trips(tmp_path, monkey
     assert text.lstrip().startswith("{") and '"schema": "hwnas-latency-correction/1"' in text  # plain JSON
     back = Correction.load(path)
     assert back.model_dump() == corr.model_dump() and back.coef == corr.coef
+    # one scale for everything, but it knows what it was trained on: an SE / h-swish op is not that
+    assert back.trained_kinds == ["classifier", "conv", "dsconv", "mbconv"]
+    v3 = [k for _, k in arch_op_keys(resolve_space("mobilenetv3", resolution=64).decode(
+        resolve_space("mobilenetv3", resolution=64).sample())) if k.kind != "skip"]
+    assert all(back.knows(k) for _, k in arch_op_keys(points[0][0]))
+    assert not all(back.knows(k) for k in v3) and any("se" in str(k) or "hs" in str(k) for k in v3 if not back.knows(k))
     arch = points[0][0]
     terms = [(k, table.entries[str(k)].median_ms) for _, k in arch_op_keys(arch)]
     assert back.predict_raw(terms) == pytest.approx(corr.predict_raw(terms))
@@ -294,6 +309,14 @@ def test_predictions_use_the_devices_correction_and_say_so(tmp_path, monkeypatch
     assert pred.correction["path"] == str(correction_path("host")) and "learned correction" in pred.provenance
     assert pred.latency_ms == pytest.approx(points[-1][1], rel=0.05)
     assert abs(before.latency_ms / points[-1][1] - 1) > 0.2
+    # an entry's energy (power × time) follows the corrected time: mJ / ms stays the entry's power
+    for k, e in table.entries.items():
+        if e.median_ms > 0:
+            e.energy_mj, e.energy_source = 2.0 * e.median_ms, "declared:2W"
+    table.save(table.path)
+    pe = load_predictor("host").predict(arch)
+    assert all(b.energy_mj == pytest.approx(2.0 * b.latency_ms) for b in pe.per_block if b.latency_ms > 0)
+    assert pe.correction is not None and len(pe.per_block) > 3
     lt = layer_latency_table(p, sp)  # additive per op: the layer table stays exact
     choices = sp.sample()
     assert lt.latency(choices) == pytest.approx(p.predict(sp.decode(choices)).latency_ms)

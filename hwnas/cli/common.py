@@ -36,9 +36,34 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 WIDTH = click.FloatRange(min=0, min_open=True)
 
 
+class _Resolution(click.ParamType):
+    """``--resolution``: an input resolution in pixels within
+    :data:`hwnas.latency.predict.RESOLUTION_RANGE` (checked by click, so 0 is an error naming
+    ``--resolution``, never a silent "use the default")."""
+
+    name = "pixels"
+
+    def convert(self, value, param, ctx):
+        from hwnas.errors import SpecError
+        from hwnas.latency.predict import check_resolution
+
+        try:
+            pixels = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number of pixels", param, ctx)
+        try:
+            return check_resolution(pixels, option=param.opts[0] if param is not None else "--resolution")
+        except SpecError as e:
+            self.fail(str(e), param, ctx)
+
+
+#: ``--resolution`` of every command.
+RESOLUTION = _Resolution()
+
+
 def arch_argument(func):
     """The ``ARCH`` argument (YAML path, compact string or zoo name) with --width/--resolution."""
-    func = click.option("--resolution", type=int, default=None,
+    func = click.option("--resolution", type=RESOLUTION, default=None,
                         help="Input resolution (pixels) instead of the architecture's.")(func)
     func = click.option("--width", type=WIDTH, default=None,
                         help="Width multiplier (MobileNet depth multiplier) instead of the architecture's.")(func)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import WIDTH, arch_argument, print_json, print_table, strict_option
+from hwnas.cli.common import RESOLUTION, WIDTH, arch_argument, print_json, print_table, strict_option
 
 
 @main.command("devices")
@@ -72,7 +72,7 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--device", "device", required=True, help="Device name or alias (hwnas devices).")
 @click.option("--space", default=None,
               help="Search space, taken literally as by hwnas search [default: mobilenetv2].")
-@click.option("--resolution", type=int, default=None, help="Input resolution [default: 32, as hwnas search; "
+@click.option("--resolution", type=RESOLUTION, default=None, help="Input resolution [default: 32, as hwnas search; "
                                                             "with --arch: the architecture's].")
 @click.option("--width", type=WIDTH, default=None, help="Width multiplier [default: 0.5, as hwnas search; with "
                                                          "--arch: the architecture's].")
@@ -198,7 +198,8 @@ def profile_cmd(device, space, resolution, width, data, in_channels, classes, ar
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: latency_ms, energy_mj, per_block, provenance, ...")
 def predict_cmd(arch, width, resolution, target, table_path, fallback, no_profile, measure, as_json) -> None:
-    """Predict the latency (ms) and energy (mJ) of ARCH on a device, block by block.
+    """Predict the latency (ms) and energy (mJ) of ARCH (a zoo name, a compact string or a YAML file) on a
+    device, block by block.
 
     Keys are looked up in the device's key store (all its tables; the source column names the table of
     each block). On a device with a local runner (host), keys no table holds are measured first and kept
@@ -339,7 +340,7 @@ def table_show(ref: str, entries: bool, as_json: bool) -> None:
 @click.option("--format", "fmt", required=True, type=click.Choice(["proxylessnas", "ofa"]), help="Foreign format.")
 @click.option("--device", default=None, help="Device recorded (default pixel1 / note10).")
 @click.option("--space", default=None, help="Space recorded (default mobilenetv2 / ofa-mbv3-w1.2).")
-@click.option("--resolution", type=int, default=None, help="Resolution (default: from the stem key).")
+@click.option("--resolution", type=RESOLUTION, default=None, help="Resolution (default: from the stem key).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output table path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
 def table_import(file, fmt, device, space, resolution, out, as_json) -> None:
@@ -389,7 +390,7 @@ def table_diff(a, b, as_json) -> None:
 @table_group.command("estimate")
 @click.option("--device", required=True, help="An estimated device (with a cost model), e.g. pixel1.")
 @click.option("--space", required=True, help="Space whose op keys are priced.")
-@click.option("--resolution", type=int, required=True, help="Input resolution.")
+@click.option("--resolution", type=RESOLUTION, required=True, help="Input resolution.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output path (default: the shipped latency_tables/<device>-<space>-<res>.yaml).")
 def table_estimate(device, space, resolution, out) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import print_json, print_table
+from hwnas.cli.common import RESOLUTION, print_json, print_table
 
 
 @main.group("ofa")
@@ -28,7 +28,7 @@ def _resolutions(ctx, param, value):
               help="A stage-wise MBConv space with a depth range per stage: mobilenetv3 or mobilenetv3-cifar.")
 @click.option("--data", default="mnist5k", show_default=True,
               help="mnist5k | digits | imagefolder:PATH | cifar10:PATH | npz:PATH (never downloaded).")
-@click.option("--resolution", type=int, default=32, show_default=True,
+@click.option("--resolution", type=RESOLUTION, default=32, show_default=True,
               help="Largest input resolution (pixels): the data's, and the largest subnet's.")
 @click.option("--resolutions", callback=_resolutions, default=None,
               help="Elastic resolutions, comma-separated [default: resolution-8, resolution-4, resolution].")

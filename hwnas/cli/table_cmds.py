@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from hwnas.cli.common import WIDTH, print_json
+from hwnas.cli.common import RESOLUTION, WIDTH, print_json
 from hwnas.cli.latency_cmds import table_group
 
 
 @table_group.command("check")
 @click.option("--device", required=True, help="Device name or alias with a runner (host, or a phone over adb).")
 @click.option("--space", default=None, help="Space of the table to check (default: the device's only measured one).")
-@click.option("--resolution", type=int, default=None, help="Resolution of the table (default: its only one).")
+@click.option("--resolution", type=RESOLUTION, default=None, help="Resolution of the table (default: its only one).")
 @click.option("--width", type=WIDTH, default=None,
               help="Width multiplier of the space, as the search used it [default: 1, or the run's].")
 @click.option("--in-channels", "in_channels", type=int, default=None,
@@ -42,7 +42,7 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
     ``hwnas predict`` show it, and predictions warn when the share or τ is below the thresholds
     (90 % / 0.8). Estimated devices (cost models) have nothing to measure here.
     """
-    from hwnas.errors import TableError
+    from hwnas.errors import MissingOpError, TableError
     from hwnas.latency.devices import get_device
     from hwnas.latency.table import LatencyTable, find_tables
     from hwnas.profile.check import FIDELITY_MIN_KENDALL_TAU, FIDELITY_MIN_WITHIN_10PCT, check_table, fidelity_warning
@@ -119,6 +119,18 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
     try:
         report = check_table(dev, table, members=members, seed=seed, progress=lambda i, n: bar.update(1), space=sp,
                              predictor=predictor)
+    except MissingOpError as e:
+        if sp is not None:
+            raise
+        # the members were drawn at width 1, 3 channels, 1000 classes; a table `hwnas profile` made with its
+        # defaults (those of hwnas search) holds another space's keys: say which flags select it
+        first = str(e).splitlines()[0]
+        first = first.split(" (", 1)[0]  # the count, not the store's summary and the key list
+        raise TableError(f"{table.path}: {first}\nThe members were drawn from {table.meta.space} at width 1, 3 input "
+                         f"channels and 1000 classes (table check's defaults). A table made by hwnas profile with its "
+                         f"defaults (those of hwnas search) is checked with the same flags: hwnas table check --device "
+                         f"{dev.name} --space {table.meta.space} --resolution {table.meta.resolutions[0]} --width 0.5 "
+                         f"--in-channels 1 --classes 10 (or --from-run RUN for a search's run)") from None
     finally:
         bar.close()
     saved = None
@@ -157,7 +169,7 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
               help="Also price op keys from this table of the device (besides its key store); repeatable.")
 @click.option("--space", default=None, help="Also measure --members random members of this space end to end now "
                                             "(their op keys the device's tables lack are profiled first).")
-@click.option("--resolution", type=int, default=None, help="Resolution of --space [default: 224].")
+@click.option("--resolution", type=RESOLUTION, default=None, help="Resolution of --space [default: 224].")
 @click.option("--members", type=click.IntRange(0, None), default=20, show_default=True,
               help="Members of --space measured end to end now.")
 @click.option("--holdout", type=float, default=0.3, show_default=True,
@@ -209,8 +221,9 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
         archs = [sp.decode(sp.sample(rng)) for _ in range(members)]
         keys = list({str(k): k for a in archs for _, k in arch_op_keys(a)}.values())
         # the members' op keys the store lacks are profiled first, as hwnas predict does on the host
-        ensure_keys(dev, KeyRequest(keys, f"{space_label(sp)}-members", sp.resolution, space=sp),
-                    command=f"hwnas profile --device {dev.name} --space {space} --resolution {sp.resolution}",
+        ensure_keys(dev, KeyRequest(keys, f"{space_label(sp)}-members", sp.resolution, space=sp), refuse_hint=None,
+                    command=f"hwnas profile --device {dev.name} --space {space} --resolution {sp.resolution} "
+                            f"--width {sp.width_multiplier:g} --in-channels {sp.in_channels} --classes {sp.num_classes}",
                     progress=not as_json, say=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
         builder, runner = make_builder(dev), make_runner(dev)
         try:

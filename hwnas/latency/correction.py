@@ -78,6 +78,9 @@ class Correction(BaseModel):
         coef: ``{group: scale}`` on the raw per-op terms. per_op_ms: overhead per (non-identity) op.
         intercept_ms: per-network constant. default_coef: scale for a group the fit never saw.
         trained_on: networks, spaces, date, load average of the training measurements.
+        trained_kinds: the op kinds (:func:`op_group` under ``"kind"``: block kind, SE, h-swish/swish)
+            of the training networks, whatever the grouping; predictions warn about any other kind
+            (None in files written before it was recorded: then only unfitted groups warn).
         report: ``in_sample`` and ``held_out`` :func:`hwnas.profile.check.fidelity_stats` of the
             correction, and ``raw_in_sample`` / ``raw_held_out`` of the raw per-op sum, per split and
             ``per_space`` (held-out).
@@ -94,8 +97,18 @@ class Correction(BaseModel):
     intercept_ms: float = Field(0.0, ge=0)
     default_coef: float = Field(gt=0)
     trained_on: dict[str, Any] = Field(default_factory=dict)
+    trained_kinds: list[str] | None = None
     report: dict[str, Any] = Field(default_factory=dict)
     path: str | None = Field(None, exclude=True)
+
+    def knows(self, key: OpKey) -> bool:
+        """Whether ``key``'s kind was in the training networks and its group was fitted."""
+        group = op_group(key, self.grouping)
+        if group is None:
+            return True
+        if group not in self.coef:
+            return False
+        return self.trained_kinds is None or op_group(key, "kind") in self.trained_kinds
 
     def op_ms(self, key: OpKey, raw_ms: float) -> tuple[float, bool]:
         """Corrected latency (ms) of one op from its raw entry, and whether its group was fitted."""
@@ -265,7 +278,9 @@ def fit_correction(device, points: Sequence[tuple[ArchSpec, float]], *, predicto
                       per_mparam_ms=float(reg.coef_[-2]),
                       intercept_ms=float(reg.coef_[-1]), default_coef=float(default),
                       trained_on={"networks": len(train), "held_out": len(test), "date": now_iso(), "seed": seed,
-                                  **(trained_on or {})})
+                                  **(trained_on or {})},
+                      trained_kinds=sorted({g for i in train for k, _ in terms[i]
+                                            if (g := op_group(k, "kind")) is not None}))
     pred = np.array([corr.predict_raw(t) for t in terms])
 
     def stats(rows, values):

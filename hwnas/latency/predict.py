@@ -337,12 +337,18 @@ class Predictor:
         return self.scale_of(table) * raw
 
     def op_energy(self, key: OpKey | str) -> tuple[float | None, str | None]:
-        """Energy of one op in mJ and its source, or ``(None, None)`` when the device declares none."""
+        """Energy of one op in mJ and its source, or ``(None, None)`` when the device declares none.
+
+        With a learned correction an entry's energy follows the op's corrected time (energy = power ×
+        time, the entry's power kept), so a block's mJ stays consistent with its corrected ms."""
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
         if key.kind == "skip":
             return 0.0, "identity"
         found = self.store.lookup(key)
         if found is not None and found.entry.energy_mj is not None:
+            if self.correction is not None and found.entry.median_ms > 0:
+                ratio = self.correction.op_ms(key, found.entry.median_ms)[0] / found.entry.median_ms
+                return ratio * found.entry.energy_mj, found.entry.energy_source
             return self.scale_of(found.table) * found.entry.energy_mj, found.entry.energy_source
         pm = self.device.power_model
         if pm is not None:
@@ -398,12 +404,15 @@ class Predictor:
         warnings += self._foreign_warnings(priced)
         correction = None
         if self.correction is not None:
-            unfitted = sorted({str(k) for _, k in arch_op_keys(arch) if not self.correction.op_ms(k, 0.0)[1]})
+            unfitted = sorted({str(k) for _, k in arch_op_keys(arch) if not self.correction.knows(k)})
             correction = {"path": self.correction.path, "summary": self.correction.summary(),
                           "held_out": self.correction.report.get("held_out"), "unfitted_keys": unfitted}
             if unfitted:
-                warnings.append(f"{len(unfitted)} op key(s) of a kind the learned correction was not fitted on "
-                                f"(priced with its default scale {self.correction.default_coef:.3f}): "
+                c = self.correction
+                scale = (f"its default scale {c.default_coef:.3f}" if c.grouping == "kind"
+                         else f"its one scale {c.coef.get('all', c.default_coef):.3f}")
+                warnings.append(f"{len(unfitted)} op key(s) of a kind (block, SE, h-swish/swish) the learned "
+                                f"correction was not fitted on (priced with {scale}): "
                                 f"{', '.join(unfitted[:3])}{' ...' if len(unfitted) > 3 else ''}; refit with hwnas "
                                 f"table fit-correction --device {self.device.name}")
         elif self.correction_note:

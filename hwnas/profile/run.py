@@ -553,13 +553,15 @@ def profile_command(device: Device, space) -> str:
 
 def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_profile: bool = True,
                 say: Callable[[str], None] = lambda s: None, progress: bool = False,
-                what: str | None = None, why_not: str = "--no-profile was given") -> ProfileResult | None:
+                what: str | None = None, why_not: str = "--no-profile was given",
+                refuse_hint: str | None = "--no-profile refuses") -> ProfileResult | None:
     """Make the device's key store price every key of ``request`` before a search or prediction.
 
     Keys neither the store nor the device's cost model price are measured first on a device with a
     local runner (:func:`has_local_runner`), after saying how many and roughly how long; otherwise,
     or with ``allow_profile=False`` (``--no-profile``), a :class:`~hwnas.latency.store.MissingKeysError`
-    names them and ``command``, the ``hwnas profile`` command that measures them.
+    names them and ``command``, the ``hwnas profile`` command that measures them. ``refuse_hint``: how
+    the calling command refuses the measurement (said in the announcement; None: it cannot).
 
     Returns:
         the :class:`ProfileResult` of the measurement, or None when nothing was missing.
@@ -580,8 +582,8 @@ def ensure_keys(device: Device, request: KeyRequest, *, command: str, allow_prof
         raise store.missing_error(missing, what=f"{what} ({why})", command=command)
     preflight(device)  # a missing compiler/delegate is said before any announcement or build
     say(f"{len(missing)} of the {len(request.keys)} op keys of {what} are not in {device.name}'s latency tables; "
-        f"measuring them first (the time left is estimated after the first ops; --no-profile refuses). "
-        f"Same as: {command}")
+        f"measuring them first (the time left is estimated after the first ops"
+        + (f"; {refuse_hint}" if refuse_hint else "") + f"). Same as: {command}")
     eta = TimeEstimate(len(missing))
 
     def on_measured(key, m):
