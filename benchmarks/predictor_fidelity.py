@@ -32,6 +32,11 @@ of a run that was resumed from an earlier journal (``resumed_ops`` > 0).
 correction is not saved (``hwnas table fit-correction --points <members file> --table <table>`` does
 that). ``uptime`` gives the output of ``uptime`` at start and end.
 
+``calibrated`` is None when no calibration was fitted or kept (the predictions are then the raw sum).
+Rerunning with the same ``--out`` measures the op keys again (so table and networks are timed
+together) and overwrites that run's table, members file and zoo tables; the converted ``.tflite``
+files are reused. Give each run its own ``--out`` to keep an earlier one.
+
 Order: every member's (and zoo net's) ``.tflite`` is converted first (``--build-workers`` processes;
 files under ``<table>.members/``, kept, so a rerun resumes), then the op keys are profiled and the
 members timed, one after the other in one process: tables and networks are timed close together, at
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         "end_to_end_measure_minutes": round(measure_s / 60, 2),
         "calibration": table.calibration.model_dump(exclude={"points"}) if table.calibration else None,
         "calibration_kept": calibration_kept,
-        "calibrated": stats(pred_cal), "raw_sum": stats(pred_raw), "correction": correction, "zoo": zoo,
+        "calibrated": stats(pred_cal) if calibration_kept else None, "raw_sum": stats(pred_raw), "correction": correction, "zoo": zoo,
         "measured_ms": ({"min": min(measured), "median": float(np.median(measured)), "max": max(measured)}
                         if measured else None),
         "load_average": {"start": load_start, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
