@@ -217,8 +217,8 @@ def test_predict_refuses_a_resolution_out_of_range_before_anything():
     # every command's --resolution: 0 is an error naming the option, never "use the default"
     for cmd in (["profile", "--device", "host"], ["table", "check", "--device", "host", "--space", "mobilenetv2",
                                                   "--width", "0.5", "--in-channels", "1", "--classes", "10"],
-                ["table", "fit-correction", "--device", "host", "--space", "mobilenetv2"], ["search"],
-                ["ofa", "train"], ["show", "mobilenetv2"]):
+                ["table", "fit-correction", "--device", "host", "--space", "mobilenetv2"],
+                ["ofa", "train"], ["show", "mobilenetv2"]):  # (search has its own check: test_user_errors)
         res = CliRunner().invoke(main, [*cmd, "--resolution", "0"])
         assert res.exit_code == 2 and "--resolution must be between 8 and 1024 px, got 0" in res.output, (cmd, res.output)
     with pytest.raises(SpecError, match="between 8 and 1024"):

@@ -10,7 +10,7 @@ import sys
 import click
 
 from hwnas.cli import main
-from hwnas.cli.common import RESOLUTION, WIDTH, print_json, print_table, strict_option
+from hwnas.cli.common import WIDTH, print_json, print_table, strict_option
 
 
 
@@ -45,7 +45,7 @@ def _stdout_to_stderr(active: bool):
               help="Latency budget on the target in ms [default: MobileNetV2's at the same width/resolution].")
 @click.option("--data", default="mnist5k", show_default=True,
               help="mnist5k | digits | imagefolder:PATH | cifar10:PATH | npz:PATH (never downloaded).")
-@click.option("--resolution", type=RESOLUTION, default=32, show_default=True, help="Input resolution (pixels).")
+@click.option("--resolution", type=int, default=32, show_default=True, help="Input resolution (pixels).")
 @click.option("--width", type=WIDTH, default=0.5, show_default=True, help="Width multiplier of the space.")
 @click.option("--epochs", type=int, default=6, show_default=True, help="Search epochs.")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True,
