@@ -157,6 +157,9 @@ def test_table_check_draws_from_the_space_the_search_used(tmp_path, monkeypatch)
     assert (out["width"], out["in_channels"], out["classes"]) == (0.5, 1, 10) and out["table"] == str(path)
     assert out["mean_error_pct"] == pytest.approx(100 * (1 / 1.05 - 1), abs=0.01)
     assert LatencyTable.load(path).meta.fidelity["width"] == 0.5  # stored in the table's metadata
+    host = [r for r in json.loads(CliRunner().invoke(main, ["devices", "--json"]).output) if r["name"] == "host"][0]
+    mine = [t for t in host["tables"] if t["path"] == str(path)][0]  # shown with its file's label, checked
+    assert mine["label"] == "mobilenetv2-w0.5-c1-k10" and mine["fidelity"]["width"] == 0.5
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({

@@ -10,6 +10,17 @@ from hwnas.cli import main
 from hwnas.cli.common import RESOLUTION, WIDTH, arch_argument, print_json, print_table, strict_option
 
 
+def _table_label(table, dev) -> str:
+    """A table's label as its file names it (``<device>-<label>-<res>.yaml``, e.g. ``mobilenetv2-w0.5-c1-k10``
+    for a search's space), else its space."""
+    stem = Path(table.path).stem if table.path else ""
+    res = "-" + "-".join(map(str, table.meta.resolutions))
+    for name in [dev.name, *dev.aliases]:
+        if stem.startswith(name + "-") and stem.endswith(res) and len(stem) > len(name) + len(res) + 1:
+            return stem[len(name) + 1:-len(res)]
+    return table.meta.space
+
+
 @main.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices_cmd(as_json: bool) -> None:
@@ -37,7 +48,7 @@ def devices_cmd(as_json: bool) -> None:
                      "transport": dev.transport.kind, "threads": dev.threads, "precision": dev.precision,
                      "priced_by": "cost model (estimated)" if dev.estimated else "tables",
                      "estimate_rests_on": describe_fit(dev.cost_model) if dev.cost_model else None,
-                     "tables": [{"space": t.meta.space, "resolutions": t.meta.resolutions,
+                     "tables": [{"space": t.meta.space, "label": _table_label(t, dev), "resolutions": t.meta.resolutions,
                                  "provenance": t.meta.provenance.split(":")[0], "path": str(t.path),
                                  "other_machine": foreign_machine(t, dev),
                                  "fidelity": ({k: v for k, v in t.meta.fidelity.items() if k != "rows"}
@@ -53,7 +64,7 @@ def devices_cmd(as_json: bool) -> None:
     print_table("devices", ["name", "aliases", "kind", "backend", "transport", "threads", "priced by", "tables"],
                 [[r["name"], ",".join(r["aliases"]) or "-", r["kind"], r["backend"], r["transport"], r["threads"],
                   r["priced_by"],
-                  " ".join(f"{t['space']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']}"
+                  " ".join(f"{t['label']}@{'/'.join(map(str, t['resolutions']))}({t['provenance']}"
                            + (", other machine" if t["other_machine"] else "")
                            + (f", checked {100 * t['fidelity']['within_10pct']:.0f} % ±10 % τ {t['fidelity']['kendall_tau']:.2f}"
                               if t["fidelity"] else "") + ")"
