@@ -83,19 +83,19 @@ def _build_member(job: tuple[str, str, str]) -> str:
 
 def build_members(device_name: str, archs: list, folder: Path, workers: int) -> list:
     """Every arch's ``.tflite`` under ``folder`` (named by a hash of the arch, so a file is only reused
-    for the same network; files already there are kept, so an interrupted run resumes), converted by ``workers`` processes: the conversions, which take most
-    of a run's time, all happen before any timing, so the timing runs on a machine they no longer load."""
+    for the same network; files already there are kept, so an interrupted run resumes), converted by
+    ``workers`` processes: the conversions, which take most of a run's time, all happen before any
+    timing, so the timing runs on a machine they no longer load."""
     from concurrent.futures import ProcessPoolExecutor
+    import hashlib
     import multiprocessing as mp
 
     from hwnas.profile.run import Artifact
 
     folder.mkdir(parents=True, exist_ok=True)
-    import hashlib
-
-    paths = [str(folder / (hashlib.sha1(f"{device_name}|{a.to_compact()}".encode()).hexdigest()[:20] + ".tflite"))
-             for a in archs]
-    jobs = [(device_name, a.to_compact(), p) for a, p in zip(archs, paths) if not Path(p).exists()]
+    compacts = [a.to_compact() for a in archs]
+    paths = [str(folder / (hashlib.sha1(f"{device_name}|{c}".encode()).hexdigest()[:20] + ".tflite")) for c in compacts]
+    jobs = [(device_name, c, p) for c, p in zip(compacts, paths) if not Path(p).exists()]
     if jobs and workers > 1:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_build_member, jobs))

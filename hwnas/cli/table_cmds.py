@@ -75,7 +75,7 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
     if table_path:
         table = LatencyTable.load(table_path, device=dev.name)
     elif sp is not None:
-        from hwnas.profile.run import space_label
+        from hwnas.profile.run import profile_command, space_label
 
         keys = [str(k) for k in sp.op_keys() if k.kind != "skip"]
         tables = [t for t in find_tables(dev.name, sp.name, sp.resolution, dev.aliases)
@@ -93,10 +93,9 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
                 predictor = store_pred
         if not tables:
             raise TableError(f"no measured table of device '{dev.name}' holds every op key of {space_label(sp)} at "
-                             f"{sp.resolution} px; make one with: hwnas profile --device {dev.name} "
-                             + (f"--from-run {from_run}" if from_run else
-                                f"--space {sp.name} --resolution {sp.resolution} --width {sp.width_multiplier:g} "
-                                f"--in-channels {sp.in_channels} --classes {sp.num_classes}"))
+                             f"{sp.resolution} px; make one with: "
+                             + (f"hwnas profile --device {dev.name} --from-run {from_run}" if from_run else
+                                profile_command(dev, sp)))
         table = tables[0]
     else:
         tables = [t for t in find_tables(dev.name, space, resolution, dev.aliases) if not t.meta.estimated]
@@ -124,13 +123,18 @@ def table_check(device, space, resolution, width, in_channels, classes, from_run
             raise
         # the members were drawn at width 1, 3 channels, 1000 classes; a table `hwnas profile` made with its
         # defaults (those of hwnas search) holds another space's keys: say which flags select it
-        first = str(e).splitlines()[0]
-        first = first.split(" (", 1)[0]  # the count, not the store's summary and the key list
+        from hwnas.profile.run import search_space_of
+        from hwnas.search.pipeline import SearchConfig
+
+        d = SearchConfig()
+        ssp = search_space_of(table.meta.space, resolution=table.meta.resolutions[0], width=d.width, data=d.data)
+        first = str(e).splitlines()[0].split(" (", 1)[0]  # the count, not the store's summary and the key list
         raise TableError(f"{table.path}: {first}\nThe members were drawn from {table.meta.space} at width 1, 3 input "
                          f"channels and 1000 classes (table check's defaults). A table made by hwnas profile with its "
                          f"defaults (those of hwnas search) is checked with the same flags: hwnas table check --device "
-                         f"{dev.name} --space {table.meta.space} --resolution {table.meta.resolutions[0]} --width 0.5 "
-                         f"--in-channels 1 --classes 10 (or --from-run RUN for a search's run)") from None
+                         f"{dev.name} --space {ssp.name} --resolution {ssp.resolution} --width {ssp.width_multiplier:g} "
+                         f"--in-channels {ssp.in_channels} --classes {ssp.num_classes} (or --from-run RUN for a "
+                         f"search's run)") from None
     finally:
         bar.close()
     saved = None
@@ -214,7 +218,7 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
 
         if not has_local_runner(dev):
             raise ConfigError(f"device '{dev.name}' has no local runner to measure --space members; pass --points")
-        from hwnas.profile.run import KeyRequest, ensure_keys, space_label
+        from hwnas.profile.run import KeyRequest, ensure_keys, profile_command, space_label
 
         sp = resolve_space(space, resolution=resolution, device=dev)
         rng = random.Random(seed)
@@ -222,8 +226,7 @@ def table_fit_correction(device, points, tables, space, resolution, members, hol
         keys = list({str(k): k for a in archs for _, k in arch_op_keys(a)}.values())
         # the members' op keys the store lacks are profiled first, as hwnas predict does on the host
         ensure_keys(dev, KeyRequest(keys, f"{space_label(sp)}-members", sp.resolution, space=sp), refuse_hint=None,
-                    command=f"hwnas profile --device {dev.name} --space {space} --resolution {sp.resolution} "
-                            f"--width {sp.width_multiplier:g} --in-channels {sp.in_channels} --classes {sp.num_classes}",
+                    command=profile_command(dev, sp),
                     progress=not as_json, say=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
         builder, runner = make_builder(dev), make_runner(dev)
         try:

@@ -110,18 +110,19 @@ class Correction(BaseModel):
             return False
         return self.trained_kinds is None or op_group(key, "kind") in self.trained_kinds
 
-    def op_ms(self, key: OpKey, raw_ms: float) -> tuple[float, bool]:
-        """Corrected latency (ms) of one op from its raw entry, and whether its group was fitted."""
+    def op_ms(self, key: OpKey, raw_ms: float) -> float:
+        """Corrected latency (ms) of one op from its raw entry (a group the fit never saw: ``default_coef``;
+        :meth:`knows` says whether it saw it)."""
         group = op_group(key, self.grouping)
         if group is None:
-            return 0.0, True
-        coef = self.coef.get(group)
+            return 0.0
+        coef = self.coef.get(group, self.default_coef)
         weights = self.per_mparam_ms * key.cost()[0] / 1e6 if self.per_mparam_ms else 0.0
-        return (self.default_coef if coef is None else coef) * raw_ms + self.per_op_ms + weights, coef is not None
+        return coef * raw_ms + self.per_op_ms + weights
 
     def predict_raw(self, terms: Sequence[tuple[OpKey, float]]) -> float:
         """Corrected network latency (ms) from ``(op key, raw ms)`` pairs."""
-        return self.intercept_ms + sum(self.op_ms(k, r)[0] for k, r in terms)
+        return self.intercept_ms + sum(self.op_ms(k, r) for k, r in terms)
 
     def summary(self) -> str:
         """One line: where it was fitted and how it did on held-out networks."""

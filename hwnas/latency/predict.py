@@ -333,7 +333,7 @@ class Predictor:
         key = key if isinstance(key, OpKey) else OpKey.parse(key)
         raw, _, table = self._price(key)
         if self.correction is not None:
-            return self.correction.op_ms(key, raw)[0]
+            return self.correction.op_ms(key, raw)
         return self.scale_of(table) * raw
 
     def op_energy(self, key: OpKey | str) -> tuple[float | None, str | None]:
@@ -347,7 +347,7 @@ class Predictor:
         found = self.store.lookup(key)
         if found is not None and found.entry.energy_mj is not None:
             if self.correction is not None and found.entry.median_ms > 0:
-                ratio = self.correction.op_ms(key, found.entry.median_ms)[0] / found.entry.median_ms
+                ratio = self.correction.op_ms(key, found.entry.median_ms) / found.entry.median_ms
                 return ratio * found.entry.energy_mj, found.entry.energy_source
             return self.scale_of(found.table) * found.entry.energy_mj, found.entry.energy_source
         pm = self.device.power_model
